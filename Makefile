@@ -1,0 +1,45 @@
+# The two commands of the README, and the pieces they are built from.
+#   make book   — set up, re-execute every chapter with papermill (default parameters), build the HTML
+#   make test   — set up, run the unit tests, then nbval on the committed chapter notebooks
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+export OMP_NUM_THREADS ?= 2
+export PYDEVD_DISABLE_FILE_VALIDATION := 1
+
+.PHONY: setup test unit nbval execute book html clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (adam-spikes)" >/dev/null
+	touch $(STAMP)
+
+test: setup unit nbval
+
+unit: setup
+	$(PY) -m pytest tests
+
+nbval: setup
+	$(PY) -m pytest --nbval $(NOTEBOOKS) --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
+
+execute: setup
+	@for nb in $(NOTEBOOKS); do \
+	  echo "== executing $$nb"; \
+	  $(PY) -m papermill "$$nb" "$$nb" -k python3 --cwd notebooks --log-level WARNING || exit 1; \
+	done
+
+book: execute html
+
+html: setup
+	$(VENV)/bin/jupyter-book build --all -W -n --keep-going .
+	@echo "The book is in _build/html/index.html"
+
+clean:
+	rm -rf _build

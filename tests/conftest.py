@@ -1,0 +1,53 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from utils.losses import mse
+
+from utils.data import modular_addition
+from utils.hvp import loss_of_params
+from utils.models import build_model
+
+torch.set_num_threads(1)
+
+
+def tiny_mlp_problem(seed=0, width=5, n=12):
+    """A 3-5-2 tanh MLP (32 parameters) on random regression data, float64."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, generator=gen, dtype=torch.float64)
+    y = torch.randn(n, 2, generator=gen, dtype=torch.float64)
+    model = build_model("mlp", seed=seed, in_dim=3, out_dim=2, width=width)
+    return model, loss_of_params(model, mse, x, y)
+
+
+@pytest.fixture
+def tiny_mlp():
+    return tiny_mlp_problem()
+
+
+@pytest.fixture
+def tiny_transformer():
+    data = modular_addition(modulus=3)
+    model = build_model("transformer", seed=0, vocab_size=4, seq_len=3, out_dim=3, d_model=4,
+                        n_heads=2)
+    return model, loss_of_params(model, mse, data.inputs, data.targets)
+
+
+@pytest.fixture
+def tiny_cnn():
+    gen = torch.Generator().manual_seed(1)
+    x = torch.rand(4, 1, 6, 6, generator=gen, dtype=torch.float64)
+    y = torch.randn(4, 3, generator=gen, dtype=torch.float64)
+    model = build_model("cnn", seed=0, channels=2, n_classes=3, image_size=6)
+    return model, loss_of_params(model, mse, x, y)
+
+
+def adam_after(model, loss_fn, steps=5, lr=0.05, betas=(0.9, 0.999), eps=1e-8):
+    """Train ``steps`` real Adam steps; return the optimizer."""
+    params = dict(model.named_parameters())
+    opt = torch.optim.Adam(params.values(), lr=lr, betas=betas, eps=eps)
+    for _ in range(steps):
+        opt.zero_grad()
+        loss_fn(params).backward()
+        opt.step()
+    return opt

@@ -1,0 +1,128 @@
+"""What a ``torch.optim.Adam`` holds, read back as flat vectors in parameter order.
+
+Notation (see the book's conventions page): step t = 1, 2, ...,
+
+    m_t = β1 m_{t-1} + (1-β1) g_t,     v_t = β2 v_{t-1} + (1-β2) g_t²,
+    v̂_t = v_t / (1-β2^t),             D_t = 1 / (sqrt(v̂_t) + ε),
+    c_t = (1-β1) / ((1+β1)(1-β1^t)).
+
+Nothing here re-implements Adam: m, v and t are read from the optimizer's own state.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class AdamState:
+    """A snapshot of Adam's state after ``step`` updates.
+
+    ``m`` and ``v`` are flat 1-D tensors of length n (the number of trainable parameters),
+    in the order of the optimizer's parameters; they are copies, not views.
+    """
+
+    step: int
+    m: torch.Tensor
+    v: torch.Tensor
+    lr: float
+    beta1: float
+    beta2: float
+    eps: float
+
+    @property
+    def bias_correction1(self) -> float:
+        """1 - β1^t."""
+        return 1.0 - self.beta1 ** self.step
+
+    @property
+    def bias_correction2(self) -> float:
+        """1 - β2^t."""
+        return 1.0 - self.beta2 ** self.step
+
+    @property
+    def m_hat(self) -> torch.Tensor:
+        """m̂_t = m_t / (1-β1^t), shape (n,)."""
+        return self.m / self.bias_correction1
+
+    @property
+    def v_hat(self) -> torch.Tensor:
+        """v̂_t = v_t / (1-β2^t), shape (n,)."""
+        return self.v / self.bias_correction2
+
+    @property
+    def preconditioner(self) -> torch.Tensor:
+        """D_t = 1 / (sqrt(v̂_t) + ε), the diagonal of the preconditioner, shape (n,)."""
+        return 1.0 / (self.v_hat.sqrt() + self.eps)
+
+    @property
+    def c(self) -> float:
+        """c_t = (1-β1) / ((1+β1)(1-β1^t)): momentum folded into Ĥ_t = c_t D_t H_t."""
+        return (1.0 - self.beta1) / ((1.0 + self.beta1) * self.bias_correction1)
+
+    @property
+    def update(self) -> torch.Tensor:
+        """The step Adam takes from this state: -η m̂_t / (sqrt(v̂_t) + ε), shape (n,)."""
+        return -self.lr * self.m_hat * self.preconditioner
+
+
+def read_adam_state(optimizer: torch.optim.Optimizer) -> AdamState:
+    """Read m, v and t from a real ``torch.optim.Adam`` as flat vectors in parameter order.
+
+    All parameter groups must share lr, betas and eps (the book's runs use one group);
+    amsgrad and maximize are not supported. Raises ``ValueError`` before the first step,
+    when no state exists yet.
+    """
+    if not isinstance(optimizer, torch.optim.Adam):
+        raise ValueError(f"optimizer must be a torch.optim.Adam, got {type(optimizer).__name__}")
+    groups = optimizer.param_groups
+    hyper = {(g["lr"], *g["betas"], g["eps"]) for g in groups}
+    if len(hyper) != 1:
+        raise ValueError("optimizer: all parameter groups must share lr, betas and eps")
+    if any(g.get("amsgrad") or g.get("maximize") for g in groups):
+        raise ValueError("optimizer: amsgrad and maximize are not supported")
+    lr, beta1, beta2, eps = hyper.pop()
+    params = [p for g in groups for p in g["params"]]
+    states = [optimizer.state.get(p, {}) for p in params]
+    if not states or any("step" not in s for s in states):
+        raise ValueError("optimizer has no state yet: call optimizer.step() at least once")
+    steps = {int(s["step"]) for s in states}
+    if len(steps) != 1:
+        raise ValueError(f"optimizer: parameters are at different steps {sorted(steps)}")
+    m = torch.cat([s["exp_avg"].detach().reshape(-1) for s in states])
+    v = torch.cat([s["exp_avg_sq"].detach().reshape(-1) for s in states])
+    return AdamState(step=steps.pop(), m=m, v=v, lr=float(lr), beta1=float(beta1),
+                     beta2=float(beta2), eps=float(eps))
+
+
+def decoupling_statistics(g: torch.Tensor, v_prev: torch.Tensor, v_new: torch.Tensor,
+                          small: float = 1e-2) -> dict[str, float]:
+    """Summaries of ρ_t = g_t² / v_{t-1} and of v_t / v_{t-1}, elementwise over coordinates.
+
+    g, v_prev (= v_{t-1}) and v_new (= v_t) are flat tensors of shape (n,). Coordinates with
+    v_{t-1} = 0 are left out. Returns the median and the 10 % / 90 % quantiles of both ratios
+    and ``g2_over_v_frac_small``, the fraction of coordinates with ρ_t < ``small``.
+    """
+    keep = v_prev > 0
+    nan = float("nan")
+    if not bool(keep.any()):
+        keys = ["g2_over_v_median", "g2_over_v_q10", "g2_over_v_q90", "g2_over_v_frac_small",
+                "v_ratio_median", "v_ratio_q10", "v_ratio_q90"]
+        return dict.fromkeys(keys, nan)
+    rho = (g[keep] ** 2 / v_prev[keep]).double()
+    ratio = (v_new[keep] / v_prev[keep]).double()
+    q = torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)
+    rq, vq = _quantiles(rho, q), _quantiles(ratio, q)
+    return {
+        "g2_over_v_median": rq[1], "g2_over_v_q10": rq[0], "g2_over_v_q90": rq[2],
+        "g2_over_v_frac_small": float((rho < small).double().mean()),
+        "v_ratio_median": vq[1], "v_ratio_q10": vq[0], "v_ratio_q90": vq[2],
+    }
+
+
+def _quantiles(x: torch.Tensor, q: torch.Tensor) -> list[float]:
+    # torch.quantile refuses inputs above 16M elements; sort-based quantiles have no limit.
+    xs = x.sort().values
+    idx = (q * (len(xs) - 1)).round().long()
+    return [float(xs[i]) for i in idx]

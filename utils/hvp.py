@@ -1,0 +1,132 @@
+"""Hessian-vector products of a loss on one fixed batch.
+
+The loss is given as a function of a dict of parameter tensors (``torch.func.functional_call``
+style), so that the same operator serves any ``nn.Module`` and the 1-D quadratic alike.
+Two methods, one interface:
+
+* ``"autograd"`` (default): double backward. The graph of ∇L is built once; each product
+  Hv is one more backward pass through it.
+* ``"func"``: ``torch.func`` forward-over-reverse (``jvp`` of ``grad``); each product
+  re-runs the forward pass.
+
+Fused scaled-dot-product-attention kernels support neither double backward nor forward-mode
+AD, so every evaluation runs under :func:`math_attention`.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from contextlib import contextmanager
+
+import torch
+from torch.func import functional_call
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from .validation import check_choice
+
+HVP_METHODS = ("autograd", "func")
+LossOfParams = Callable[[Mapping[str, torch.Tensor]], torch.Tensor]
+
+
+@contextmanager
+def math_attention():
+    """Force the math backend of ``scaled_dot_product_attention`` (twice differentiable)."""
+    with sdpa_kernel(SDPBackend.MATH):
+        yield
+
+
+def loss_of_params(model: torch.nn.Module, criterion, inputs, targets) -> LossOfParams:
+    """The loss on a fixed batch as a function of a dict of parameters (names as in the model)."""
+    def loss(params: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return criterion(functional_call(model, dict(params), (inputs,)), targets)
+    return loss
+
+
+def flatten(tensors) -> torch.Tensor:
+    """Concatenate tensors into one flat vector, in the given order."""
+    return torch.cat([t.reshape(-1) for t in tensors])
+
+
+class LossHessian:
+    """H = ∇²L(θ) at fixed θ on a fixed batch, as a symmetric linear operator on flat vectors.
+
+    Parameters
+    ----------
+    loss_fn: maps a dict ``{name: tensor}`` of parameters to a scalar loss.
+    params: the point θ at which H is taken; copied, so later changes to the originals
+        (an optimizer step, for instance) leave this operator valid.
+    method: ``"autograd"`` (double backward) or ``"func"`` (forward-over-reverse).
+
+    Attributes
+    ----------
+    loss: L(θ), a 0-d tensor. gradient: ∇L(θ), flat, shape (n,).
+    n: number of parameters. n_hvps: Hessian-vector products computed so far.
+    """
+
+    def __init__(self, loss_fn: LossOfParams, params: Mapping[str, torch.Tensor],
+                 method: str = "autograd"):
+        self.method = check_choice("method", method, HVP_METHODS)
+        self.loss_fn = loss_fn
+        self.theta = {k: p.detach().clone().requires_grad_(True) for k, p in params.items()}
+        self.shapes = [p.shape for p in self.theta.values()]
+        self.n = sum(p.numel() for p in self.theta.values())
+        self.n_hvps = 0
+        leaves = list(self.theta.values())
+        with math_attention():
+            loss = loss_fn(self.theta)
+            grads = torch.autograd.grad(loss, leaves, create_graph=(method == "autograd"),
+                                        allow_unused=True)
+        grads = [torch.zeros_like(p) if g is None else g for p, g in zip(leaves, grads)]
+        self._grads = grads
+        self.loss = loss.detach()
+        self.gradient = flatten(grads).detach()
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.gradient.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.gradient.device
+
+    def unflatten(self, vector: torch.Tensor) -> list[torch.Tensor]:
+        """Split a flat vector of shape (n,) into tensors shaped like the parameters."""
+        return [c.view(s) for c, s in
+                zip(vector.split([s.numel() for s in self.shapes]), self.shapes)]
+
+    def matvec(self, vector: torch.Tensor) -> torch.Tensor:
+        """H v for a flat vector v of shape (n,); returns shape (n,)."""
+        if vector.shape != (self.n,):
+            raise ValueError(f"vector must have shape ({self.n},), got {tuple(vector.shape)}")
+        self.n_hvps += 1
+        vector = vector.to(dtype=self.dtype, device=self.device)
+        if self.method == "autograd":
+            return self._hvp_autograd(vector)
+        return self._hvp_func(vector)
+
+    __matmul__ = matvec
+
+    def _hvp_autograd(self, vector):
+        pieces = self.unflatten(vector)
+        live = [(g, p, v) for g, p, v in zip(self._grads, self.theta.values(), pieces)
+                if g.requires_grad]
+        if not live:
+            return torch.zeros_like(vector)
+        with math_attention():
+            out = torch.autograd.grad([g for g, _, _ in live], list(self.theta.values()),
+                                      grad_outputs=[v for _, _, v in live],
+                                      retain_graph=True, allow_unused=True)
+        return flatten([torch.zeros_like(p) if o is None else o
+                        for p, o in zip(self.theta.values(), out)]).detach()
+
+    def _hvp_func(self, vector):
+        primal = {k: p.detach() for k, p in self.theta.items()}
+        tangent = dict(zip(self.theta, self.unflatten(vector)))
+        with math_attention():
+            _, hv = torch.func.jvp(torch.func.grad(self.loss_fn), (primal,), (tangent,))
+        return flatten(hv.values()).detach()
+
+    def dense(self) -> torch.Tensor:
+        """The full matrix H, shape (n, n), from n products with unit vectors (tiny models only)."""
+        eye = torch.eye(self.n, dtype=self.dtype, device=self.device)
+        cols = [self.matvec(eye[i]) for i in range(self.n)]
+        return torch.stack(cols, dim=1)

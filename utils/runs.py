@@ -1,0 +1,237 @@
+"""One training run: validated parameters in, a tidy per-step table and output files out.
+
+    config = RunConfig(model="mlp", model_kwargs={"width": 64}, data="sin", lr=0.01, steps=2000)
+    result = run(config)            # progress bar; stops cleanly on NaN/inf
+    result.metrics                  # pandas DataFrame, one row per step
+    result.save("out/", verdicts)   # metrics.csv + summary.json
+
+The loss is the mean squared error over samples and outputs (:func:`utils.losses.mse`)
+for every data set; the quadratic model's output is its loss. Training is full batch, and the
+curvature is measured on that same full batch.
+"""
+from __future__ import annotations
+
+import json
+import math
+import platform
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from . import __version__
+from .adam_state import read_adam_state
+from .curvature import SOLVERS
+from .data import DATASETS, load_dataset
+from .losses import mse
+from .hvp import HVP_METHODS, LossHessian, loss_of_params
+from .models import MODELS, build_model
+from .spikes import SPIKE_FACTOR, SPIKE_FLOOR, SPIKE_WINDOW, Spike, detect_spikes
+from .tracker import MEASUREMENTS, CurvatureTracker
+from .validation import (check_adam_hyperparameters, check_choice, check_number,
+                         resolve_dtype)
+
+OPTIMIZERS = ("adam", "gd")
+
+
+@dataclass
+class RunConfig:
+    """Every knob of a run. Units: ``lr`` is η; steps count optimizer updates (t = 1..steps).
+
+    ``track_every`` = k measures the curvature at steps k, 2k, ... (0: never). ``data`` is
+    ignored by the quadratic model. ``threads`` is passed to ``torch.set_num_threads``.
+    """
+
+    model: str = "mlp"
+    model_kwargs: dict = field(default_factory=dict)
+    data: str = "sin"
+    data_kwargs: dict = field(default_factory=dict)
+    optimizer: str = "adam"
+    lr: float = 0.01
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    steps: int = 1000
+    seed: int = 0
+    track_every: int = 10
+    measure: tuple = MEASUREMENTS
+    dtype: str = "float64"
+    hvp_method: str = "autograd"
+    eig_solver: str = "lobpcg"
+    eig_tol: float = 1e-3
+    spike_factor: float = SPIKE_FACTOR
+    spike_window: int = SPIKE_WINDOW
+    spike_floor: float = SPIKE_FLOOR
+    threads: int = 1
+    progress: bool = True
+
+    def validate(self) -> "RunConfig":
+        """Raise ``ValueError`` naming the first bad parameter; return self when all are fine."""
+        check_choice("model", self.model, MODELS)
+        if self.model != "quadratic":
+            check_choice("data", self.data, DATASETS)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_adam_hyperparameters(self.lr, self.beta1, self.beta2, self.eps)
+        check_number("steps", self.steps, low=1, integer=True)
+        check_number("seed", self.seed, low=0, integer=True)
+        check_number("track_every", self.track_every, low=0, integer=True)
+        for m in self.measure:
+            check_choice("measure", m, MEASUREMENTS)
+        resolve_dtype(self.dtype)
+        check_choice("hvp_method", self.hvp_method, HVP_METHODS)
+        check_choice("eig_solver", self.eig_solver, SOLVERS)
+        check_number("eig_tol", self.eig_tol, low=0, low_open=True, high=1, high_open=True)
+        check_number("spike_factor", self.spike_factor, low=1, low_open=True)
+        check_number("spike_window", self.spike_window, low=1, integer=True)
+        check_number("spike_floor", self.spike_floor, low=0)
+        check_number("threads", self.threads, low=1, integer=True)
+        return self
+
+
+@dataclass
+class RunResult:
+    """What a run leaves: the config, the per-step metrics, the spikes and the final model."""
+
+    config: RunConfig
+    metrics: pd.DataFrame
+    spikes: list[Spike]
+    diverged_at: int | None
+    model: torch.nn.Module
+    seconds: float
+
+    @property
+    def threshold(self) -> float:
+        """The stability threshold 2/η on Ĥ."""
+        return 2.0 / self.config.lr
+
+    def summary(self, verdicts=None) -> dict:
+        """Parameters, versions, spikes and verdicts as a JSON-ready dict."""
+        return {
+            "parameters": asdict(self.config),
+            "library_version": __version__,
+            "torch_version": torch.__version__,
+            "python_version": platform.python_version(),
+            "threshold_2_over_lr": self.threshold,
+            "steps_run": int(self.metrics["step"].max()) if len(self.metrics) else 0,
+            "diverged_at": self.diverged_at,
+            "spikes": [asdict(s) for s in self.spikes],
+            "verdicts": {v.name: v.to_dict() for v in (verdicts or [])},
+        }
+
+    def save(self, output_dir, verdicts=None) -> Path:
+        """Write ``metrics.csv`` and ``summary.json`` into ``output_dir`` (created if needed)."""
+        out = Path(output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        self.metrics.to_csv(out / "metrics.csv", index=False)
+        with open(out / "summary.json", "w") as fh:
+            json.dump(_jsonable(self.summary(verdicts)), fh, indent=2)
+        return out
+
+
+def _jsonable(obj):
+    """Replace non-finite floats by None (JSON has no NaN) and tuples by lists."""
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def build_problem(config: RunConfig):
+    """The model and the loss of θ on the full batch (a ``loss_of_params`` function)."""
+    dtype = resolve_dtype(config.dtype)
+    if config.model == "quadratic":
+        model = build_model("quadratic", seed=config.seed, dtype=dtype, **config.model_kwargs)
+        return model, loss_of_params(model, lambda out, _y: out, None, None)
+    data = load_dataset(config.data, **{"seed": config.seed, "dtype": config.dtype,
+                                        **config.data_kwargs})
+    kwargs = dict(config.model_kwargs)
+    if config.model == "mlp":
+        kwargs.setdefault("in_dim", data.inputs.shape[1])
+        kwargs.setdefault("out_dim", data.targets.shape[1])
+    elif config.model == "cnn":
+        kwargs.setdefault("n_classes", data.targets.shape[1])
+    elif config.model == "transformer":
+        kwargs.setdefault("vocab_size", data.info["vocab_size"])
+        kwargs.setdefault("seq_len", data.info["seq_len"])
+        kwargs.setdefault("out_dim", data.targets.shape[1])
+    model = build_model(config.model, seed=config.seed, dtype=dtype, **kwargs)
+    return model, loss_of_params(model, mse, data.inputs, data.targets)
+
+
+def run(config: RunConfig) -> RunResult:
+    """Train one model under ``config`` and measure it; see the module docstring."""
+    import time
+
+    config.validate()
+    torch.set_num_threads(config.threads)
+    model, loss_fn = build_problem(config)
+    params = dict(model.named_parameters())
+    if config.optimizer == "adam":
+        opt = torch.optim.Adam(params.values(), lr=config.lr, betas=(config.beta1, config.beta2),
+                               eps=config.eps)
+        measure = config.measure
+    else:
+        opt = torch.optim.SGD(params.values(), lr=config.lr)
+        measure = [m for m in config.measure if m in ("lambda_max_H", "lambda_grad")]
+    tracker = CurvatureTracker(measure, tol=config.eig_tol, solver=config.eig_solver,
+                               seed=config.seed)
+    rows, diverged_at = [], None
+    t0 = time.perf_counter()
+    bar = tqdm(range(1, config.steps + 1), disable=not config.progress, mininterval=1.0,
+               desc=f"{config.model} {config.optimizer} lr={config.lr:g}")
+    for step in bar:
+        tracked = config.track_every > 0 and step % config.track_every == 0
+        hessian = None
+        if tracked:
+            hessian = LossHessian(loss_fn, params, method=config.hvp_method)
+            loss, grad = hessian.loss, hessian.unflatten(hessian.gradient)
+        else:
+            loss = loss_fn(params)
+            grad = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
+        loss = float(loss.detach())
+        grad_norm = math.sqrt(sum(float((g ** 2).sum()) for g in grad if g is not None))
+        row = {"step": step, "loss": loss, "grad_norm": grad_norm}
+        if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+            rows.append(row)
+            diverged_at = step
+            bar.set_postfix_str(f"diverged at step {step}", refresh=False)
+            break
+        v_prev = (read_adam_state(opt).v if tracked and config.optimizer == "adam" and step > 1
+                  else None)
+        for p, g in zip(params.values(), grad):
+            p.grad = None if g is None else g.detach().clone()
+        opt.step()
+        if tracked:
+            state = read_adam_state(opt) if config.optimizer == "adam" else None
+            row.update(tracker.measure(hessian, state, v_prev))
+        rows.append(row)
+        if step % 100 == 0:
+            bar.set_postfix(loss=f"{loss:.3g}", refresh=False)
+    bar.close()
+    metrics = pd.DataFrame(rows)
+    spikes = detect_spikes(metrics["loss"].to_numpy(), metrics["step"].to_numpy(),
+                           factor=config.spike_factor, window=config.spike_window,
+                           floor=config.spike_floor)
+    return RunResult(config, metrics, spikes, diverged_at, model, time.perf_counter() - t0)
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def default_output_dir(chapter: str) -> Path:
+    """Where a chapter's run writes when ``output_dir`` is not given: ``_build/runs/<chapter>``."""
+    return REPO_ROOT / "_build" / "runs" / chapter
+
+
+def display_path(path) -> str:
+    """``path`` relative to the repository when inside it (stable across clones), else absolute."""
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
