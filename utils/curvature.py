@@ -66,13 +66,16 @@ class PreconditionedHessian:
 class EigenResult:
     """The top eigenpair of a symmetric operator A.
 
-    value: λ_max(A). vector: unit eigenvector, shape (n,). n_hvps: products with A used, the
-    residual check included. residual: ‖A u - λ u‖ / |λ|. converged: the solver reached its
-    tolerance. solver: which solver ran.
+    value: λ_max(A). vector: unit eigenvector u, shape (n,). right_vector: for a
+    :class:`PreconditionedHessian`, the unit top right-eigenvector D^{1/2} u of Ĥ = c D H
+    (for other operators, u itself). n_hvps: products with A used, the residual check
+    included. residual: ‖A u - λ u‖ / |λ|. converged: the solver reached its tolerance.
+    solver: which solver ran.
     """
 
     value: float
     vector: torch.Tensor
+    right_vector: torch.Tensor
     n_hvps: int
     residual: float
     converged: bool
@@ -122,7 +125,10 @@ def top_eigenpair(operator, v0: torch.Tensor | None = None, *, tol: float = 1e-3
     av = _apply(operator, vector)
     value = float(vector @ av)  # Rayleigh quotient: exact for the returned vector
     residual = float((av - value * vector).norm()) / max(abs(value), 1e-300)
-    return EigenResult(value=value, vector=vector, n_hvps=operator.n_hvps - start,
+    right = (operator.right_eigenvector(vector).to(torch.float64).cpu()
+             if hasattr(operator, "right_eigenvector") else vector)
+    return EigenResult(value=value, vector=vector, right_vector=right,
+                       n_hvps=operator.n_hvps - start,
                        residual=residual, converged=bool(converged), solver=solver)
 
 
@@ -210,7 +216,7 @@ def alignment(gradient: torch.Tensor, top: EigenResult,
     gn = g.norm()
     if gn == 0 or not torch.isfinite(gn):
         return {"cos_grad_top": float("nan"), "cos_grad_top_sym": float("nan")}
-    r = operator.right_eigenvector(u.to(operator.hessian.dtype)).to(torch.float64).cpu()
+    r = top.right_vector
     sd = (torch.ones_like(g) if operator.sqrt_d is None
           else operator.sqrt_d.to(torch.float64).cpu())
     gs = sd * g
