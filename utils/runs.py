@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import platform
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -165,8 +166,6 @@ def build_problem(config: RunConfig):
 
 def run(config: RunConfig) -> RunResult:
     """Train one model under ``config`` and measure it; see the module docstring."""
-    import time
-
     config.validate()
     torch.set_num_threads(config.threads)
     model, loss_fn = build_problem(config)

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from .adam_state import AdamState, decoupling_statistics
-from .curvature import (PreconditionedHessian, alignment, gradient_curvatures, top_eigenpair)
+from .curvature import (EigenResult, PreconditionedHessian, alignment, gradient_curvatures,
+                        top_eigenpair)
 from .hvp import LossHessian
 from .validation import check_choice, check_number
 
@@ -44,7 +45,7 @@ class CurvatureTracker:
         self.seed = seed
         self._warm: dict[str, tuple[torch.Tensor, float]] = {}
 
-    def _solve(self, key: str, operator) -> "EigenResult":  # noqa: F821
+    def _solve(self, key: str, operator) -> EigenResult:
         v0, scale = self._warm.get(key, (None, None))
         result = top_eigenpair(operator, v0, tol=self.tol, solver=self.solver, seed=self.seed,
                                scale=scale)
