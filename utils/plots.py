@@ -63,3 +63,71 @@ def plot_curvature(metrics, lr: float, columns=("lambda_max_pre", "lambda_max_H"
     ax.set_ylabel("curvature")
     ax.legend(loc="best", fontsize="small")
     return ax
+
+
+def plot_decoupling(metrics, beta2: float, spikes: list[Spike] = (), axes=None):
+    """Two panels: the fraction of coordinates with g²/v < 1e-2, and median v_t/v_{t-1} with β2."""
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+    m = metrics.dropna(subset=["v_ratio_median"])
+    ax1, ax2 = axes
+    ax1.plot(m["step"], m["g2_over_v_frac_small"], lw=1)
+    ax1.set_ylabel(r"fraction with $g^2/v < 10^{-2}$")
+    ax1.set_ylim(-0.02, 1.02)
+    ax2.plot(m["step"], m["v_ratio_median"], lw=1, label=r"median $v_t/v_{t-1}$")
+    ax2.axhline(beta2, color="k", ls="--", lw=1, label=r"$\beta_2$")
+    ax2.set_ylim(beta2 - 3 * (1 - beta2), beta2 + 6 * (1 - beta2))
+    ax2.set_ylabel(r"$v_t / v_{t-1}$ (median)")
+    ax2.legend(loc="upper right", fontsize="small")
+    for ax in axes:
+        mark_spikes(ax, spikes, label=False)
+        ax.set_xlabel("step $t$")
+    return axes
+
+
+def plot_growth_vs_decay(stretch, beta2: float, lr: float, ax=None):
+    """λ_max(Ĥ) over one calm stretch against the curve pure β2-decay of v predicts from its
+    first value, and λ_max(H) over the same steps, with 2/η."""
+    from .claims import predicted_decay_growth
+
+    ax = ax or plt.gca()
+    steps = stretch["step"].to_numpy()
+    rate = predicted_decay_growth(steps, beta2)
+    pred = stretch["lambda_max_pre"].iloc[0] * np.exp(
+        np.concatenate([[0.0], np.cumsum(rate[:-1] * np.diff(steps))]))
+    ax.plot(steps, stretch["lambda_max_pre"], lw=1.5, label=LABELS["lambda_max_pre"] + " measured")
+    ax.plot(steps, pred, ls=":", lw=2, label=r"$\propto \hat v_t^{-1/2}$ with $v_t = \beta_2 v_{t-1}$")
+    ax.plot(steps, stretch["lambda_max_H"], lw=1.5, label=LABELS["lambda_max_H"])
+    ax.axhline(2.0 / lr, color="k", ls="--", lw=1, label=r"$2/\eta$")
+    ax.set_xlabel("step $t$")
+    ax.set_ylabel("curvature")
+    ax.legend(loc="best", fontsize="small")
+    return ax
+
+
+def plot_spike_windows(metrics, spikes: list[Spike], lr: float, before: int = 120,
+                       after: int = 60, columns=("lambda_max_pre",), max_spikes: int = 4):
+    """One column per spike (at most ``max_spikes``): the curvature columns divided by 2/η
+    (top) and the loss (bottom) from ``before`` steps before detection to ``after`` steps after.
+    A dotted line marks the detection step."""
+    spikes = list(spikes)[:max_spikes]
+    n = max(len(spikes), 1)
+    fig, axes = plt.subplots(2, n, figsize=(3.6 * n, 5), squeeze=False, sharex="col")
+    threshold = 2.0 / lr
+    for k, s in enumerate(spikes):
+        w = metrics[(metrics["step"] >= s.detected - before) & (metrics["step"] <= s.detected + after)]
+        top, bottom = axes[0, k], axes[1, k]
+        for col in columns:
+            sub = w.dropna(subset=[col])
+            top.plot(sub["step"], sub[col] / threshold, lw=1.2, label=LABELS.get(col, col))
+        top.axhline(1.0, color="k", ls="--", lw=1, label=r"$2/\eta$")
+        bottom.semilogy(w["step"], w["loss"], lw=1)
+        for ax in (top, bottom):
+            ax.axvline(s.detected, color="tab:red", ls=":", lw=1.2)
+        top.set_title(f"spike detected at step {s.detected}", fontsize="small")
+        bottom.set_xlabel("step $t$")
+    axes[0, 0].set_ylabel(r"curvature $\times\, \eta/2$")
+    axes[1, 0].set_ylabel("loss")
+    axes[0, 0].legend(fontsize="small", loc="best")
+    fig.tight_layout()
+    return fig

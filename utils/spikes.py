@@ -5,7 +5,8 @@ over the previous ``window`` recorded steps (the *baseline*) and is above ``floo
 ``start`` is the step of the lowest loss since the previous spike ended (or since the first
 step): where the rise began, which for a slow geometric rise can be long before detection. It
 ends at the first later step where the loss is back below ``factor`` × baseline; a new spike
-can only begin after that. A non-finite loss (NaN/inf) is a divergence: it ends the scan, and the
+can only begin after that. A spike detected within ``window`` steps of the previous one's end
+is the same event (the loss oscillating on its way down) and extends it. A non-finite loss (NaN/inf) is a divergence: it ends the scan, and the
 spike in progress, or a new one, is reported with ``diverged=True`` and no end.
 """
 from __future__ import annotations
@@ -65,6 +66,7 @@ def detect_spikes(loss, steps=None, *, factor: float = SPIKE_FACTOR, window: int
     spikes: list[Spike] = []
     active = None  # (detection index, baseline) of the spike in progress
     calm_from, peak = 0, 0  # where the current calm stretch began; peak of the active spike
+    prev_detect = prev_calm = prev_peak = last_end = 0  # the last closed spike, for merging
 
     def close(i_peak, i_end, peak_loss, diverged=False):
         d, base = active
@@ -82,12 +84,19 @@ def detect_spikes(loss, steps=None, *, factor: float = SPIKE_FACTOR, window: int
         if active is None:
             base = _window_min(loss, i, window)
             if loss[i] > floor and loss[i] >= factor * base:
-                active, peak = (i, base), i
+                if spikes and not spikes[-1].diverged and i - last_end <= window:
+                    # an aftershock: reopen the previous spike
+                    prev = spikes.pop()
+                    active, calm_from = (prev_detect, prev.baseline), prev_calm
+                    peak = prev_peak if loss[prev_peak] >= loss[i] else i
+                else:
+                    active, peak = (i, base), i
         else:
             if loss[i] > loss[peak]:
                 peak = i
             if loss[i] < factor * active[1]:
                 close(peak, i, loss[peak])
+                prev_detect, prev_calm, prev_peak, last_end = active[0], calm_from, peak, i
                 active, calm_from = None, i
     if active is not None:
         close(peak, None, loss[peak])
@@ -155,3 +164,40 @@ def sustained_crossings(series, steps, threshold: float, *, min_duration: int = 
     if start is not None:
         out.append(Crossing(int(start), int(last)))
     return [c for c in out if c.duration >= min_duration]
+
+
+@dataclass(frozen=True)
+class PredictorScore:
+    """How well threshold crossings announce spikes.
+
+    A spike is *matched* when a crossing starts in [spike.start - max_lead, spike.peak]; a
+    crossing is a *hit* when it matches some spike. ``leads``: spike.start - crossing.start for
+    each matched spike's earliest matching crossing (positive: the crossing came first).
+    """
+
+    n_spikes: int
+    n_crossings: int
+    matched_spikes: int
+    hit_crossings: int
+    leads: tuple
+
+    @property
+    def recall(self) -> float:
+        return self.matched_spikes / self.n_spikes if self.n_spikes else float("nan")
+
+    @property
+    def precision(self) -> float:
+        return self.hit_crossings / self.n_crossings if self.n_crossings else float("nan")
+
+
+def score_predictor(crossings: list[Crossing], spikes: list[Spike], *,
+                    max_lead: int) -> PredictorScore:
+    """Match crossings of a predictor to spikes (see :class:`PredictorScore`)."""
+    check_number("max_lead", max_lead, low=0)
+    hits, leads = set(), []
+    for s in spikes:
+        matching = [i for i, c in enumerate(crossings) if s.start - max_lead <= c.start <= s.peak]
+        if matching:
+            hits.update(matching)
+            leads.append(s.start - crossings[matching[0]].start)
+    return PredictorScore(len(spikes), len(crossings), len(leads), len(hits), tuple(leads))

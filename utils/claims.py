@@ -1,0 +1,167 @@
+"""The claims of the paper as checks on measured runs: one function per chapter.
+
+Each takes :class:`~utils.runs.RunResult` objects and returns a list of
+:class:`~utils.verdicts.Verdict`, each with the numbers it was decided on. Thresholds that a
+verdict uses are arguments with documented defaults, so that a reader can see and vary them.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from .spikes import Spike, sustained_crossings
+from .verdicts import Verdict
+
+
+def counterexample_verdicts(adam, gd) -> list[Verdict]:
+    """Chapter 0: on f(θ) = aθ²/2 GD is smooth at η ≪ 2/a while Adam spikes at the same η.
+
+    ``adam`` and ``gd`` are :class:`~utils.runs.RunResult` of the two optimizers on the same
+    quadratic. A spike counts for Adam when its peak comes after λ_max(Ĥ) first exceeded 2/η.
+    """
+    lr, a = adam.config.lr, adam.config.model_kwargs.get("curvature", 1.0)
+    threshold = 2.0 / lr
+    gd_loss = gd.metrics["loss"].to_numpy()
+    rises = int((gd_loss[1:] > gd_loss[:-1]).sum())
+    m = adam.metrics.dropna(subset=["lambda_max_pre"])
+    crossings = sustained_crossings(m["lambda_max_pre"], m["step"], threshold)
+    first = crossings[0].start if crossings else None
+    late = [s for s in adam.spikes if first is not None and s.peak >= first]
+    return [
+        Verdict("sharpness_far_below_limit", "λ_max(H) = a stays far below 2/η (a·η/2 < 0.5)",
+                a * lr / 2 < 0.5, {"a": a, "two_over_lr": threshold, "a_lr_over_2": a * lr / 2}),
+        Verdict("gd_smooth", "GD's loss never rises and has no spike",
+                rises == 0 and not gd.spikes and gd.diverged_at is None,
+                {"loss_rises": rises, "gd_spikes": len(gd.spikes)}),
+        Verdict("adam_crosses", "Adam's λ_max(Ĥ) crosses 2/η although a is constant",
+                first is not None, {"first_crossing_step": first,
+                                    "max_lambda_pre_over_threshold":
+                                        float(m["lambda_max_pre"].max() / threshold)}),
+        Verdict("adam_spikes", "Adam spikes after that crossing",
+                len(late) > 0, {"spikes_after_crossing": len(late),
+                                "first_spike_start": late[0].start if late else None}),
+    ]
+
+
+def calm_stretches(metrics: pd.DataFrame, spikes: list[Spike], *, length: int = 150,
+                   settle: int = 20, column: str = "lambda_max_pre") -> list[pd.DataFrame]:
+    """For each spike, the tracked rows of the calm stretch before it.
+
+    The stretch runs from ``length`` steps before the spike's start (but no earlier than
+    ``settle`` steps after the previous spike ended) up to the step before the start. Only rows
+    where ``column`` was measured are kept; stretches with fewer than 3 rows are dropped.
+    """
+    tracked = metrics.dropna(subset=[column])
+    out, prev_end = [], -math.inf
+    for s in spikes:
+        lo = max(s.start - length, prev_end + settle)
+        rows = tracked[(tracked["step"] >= lo) & (tracked["step"] < s.start)]
+        if len(rows) >= 3:
+            out.append(rows)
+        prev_end = s.end if s.end is not None else math.inf
+    return out
+
+
+def predicted_decay_growth(steps, beta2: float) -> np.ndarray:
+    """d ln λ_max(Ĥ) / dt if H is frozen and v_t = β2 v_{t-1} (g² ≪ v), per step.
+
+    λ_max(Ĥ) ∝ v̂_t^{-1/2} with v̂_t = v_t / (1-β2^t), so the rate is
+    -½ (ln β2 + β2^t ln β2 / (1-β2^t)) (the second term is the bias correction's drift).
+    """
+    t = np.asarray(steps, dtype=float)
+    lb = math.log(beta2)
+    return -0.5 * (lb + beta2 ** t * lb / (1 - beta2 ** t))
+
+
+def _slope(x, y) -> float:
+    return float(np.polyfit(np.asarray(x, float), np.asarray(y, float), 1)[0])
+
+
+def v_decay_verdicts(result, *, calm_length: int = 150, min_decoupled: float = 0.9,
+                     rate_tolerance: float = 0.05, growth_band=(0.7, 1.5),
+                     flat_tolerance: float = 0.1) -> list[Verdict]:
+    """Chapter 1: once g² ≪ v, v decays at rate β2 and λ_max(Ĥ) rises while λ_max(H) is flat.
+
+    Measured over the calm stretch before each spike (:func:`calm_stretches`):
+    ``decoupled``: the median fraction of coordinates with g²/v < 1e-2 reaches ``min_decoupled``.
+    ``v_decays_at_beta2``: where that fraction is ≥ ``min_decoupled``, the median v_t/v_{t-1}
+    differs from β2 by less than ``rate_tolerance`` × (1-β2).
+    ``lambda_pre_rises_at_decay_rate``: the fitted slope of ln λ_max(Ĥ) over the stretch,
+    divided by the slope predicted from pure β2-decay (:func:`predicted_decay_growth`), has a
+    median within ``growth_band``.
+    ``lambda_H_flat_below_threshold``: over each stretch λ_max(H) varies by less than
+    ``flat_tolerance`` (relative), and stays below 2/η.
+    """
+    cfg = result.config
+    threshold = 2.0 / cfg.lr
+    spikes = [s for s in result.spikes if not s.diverged]
+    stretches = calm_stretches(result.metrics, spikes, length=calm_length)
+    n = len(stretches)
+    if n == 0:
+        return [Verdict("calm_stretches_found", "there are spikes with a calm stretch before them",
+                        False, {"spikes": len(spikes)})]
+    frac = [float(r["g2_over_v_frac_small"].median()) for r in stretches]
+    decoupled_rows = pd.concat(stretches)
+    decoupled_rows = decoupled_rows[decoupled_rows["g2_over_v_frac_small"] >= min_decoupled]
+    ratio = float(decoupled_rows["v_ratio_median"].median()) if len(decoupled_rows) else math.nan
+    growth = [_slope(r["step"], np.log(r["lambda_max_pre"]))
+              / float(predicted_decay_growth(r["step"], cfg.beta2).mean()) for r in stretches]
+    flat = [float((r["lambda_max_H"].max() - r["lambda_max_H"].min()) / r["lambda_max_H"].mean())
+            for r in stretches]
+    h_max = max(float(r["lambda_max_H"].max()) for r in stretches)
+    g_med = float(np.median(growth))
+    return [
+        Verdict("decoupled", f"before spikes, most coordinates have g²/v < 1e-2 (median fraction ≥ {min_decoupled})",
+                float(np.median(frac)) >= min_decoupled,
+                {"stretches": n, "median_fraction_decoupled": float(np.median(frac))}),
+        Verdict("v_decays_at_beta2", "where decoupled, v_t/v_{t-1} = β2",
+                abs(ratio - cfg.beta2) < rate_tolerance * (1 - cfg.beta2),
+                {"median_v_ratio": ratio, "beta2": cfg.beta2,
+                 "deviation_in_units_of_1_minus_beta2": (ratio - cfg.beta2) / (1 - cfg.beta2)}),
+        Verdict("lambda_pre_rises_at_decay_rate",
+                "ln λ_max(Ĥ) grows at the rate β2-decay of v predicts",
+                growth_band[0] <= g_med <= growth_band[1],
+                {"median_growth_over_predicted": g_med, "min": float(min(growth)),
+                 "max": float(max(growth))}),
+        Verdict("lambda_H_flat_below_threshold", "meanwhile λ_max(H) is flat and below 2/η",
+                max(flat) < flat_tolerance and h_max < threshold,
+                {"max_relative_change_H": max(flat), "max_lambda_H_over_threshold":
+                 h_max / threshold}),
+    ]
+
+
+def crossing_verdicts(result, *, min_lead: int = 5, hysteresis: float = 0.01,
+                      warmup: int = 50) -> list[Verdict]:
+    """Chapter 2: λ_max(Ĥ) crosses 2/η and stays above before each spike; λ_max(H) stays below.
+
+    Crossings of 2/η by λ_max(Ĥ) are taken with a relative ``hysteresis`` (see
+    :func:`~utils.spikes.sustained_crossings`). ``crossing_precedes_every_spike``: for every
+    spike, a crossing began at least ``min_lead`` steps before the spike was detected and was
+    still going on then. ``raw_curvature_below``: after ``warmup`` steps, λ_max(H) < 2/η.
+    """
+    threshold = 2.0 / result.config.lr
+    m = result.metrics.dropna(subset=["lambda_max_pre"])
+    crossings = sustained_crossings(m["lambda_max_pre"], m["step"], threshold,
+                                    hysteresis=hysteresis)
+    spikes = [s for s in result.spikes if not s.diverged]
+    leads = []
+    for s in spikes:
+        ongoing = [c for c in crossings if c.start <= s.detected <= c.end + result.config.track_every]
+        leads.append(s.detected - ongoing[0].start if ongoing else None)
+    ok = [x for x in leads if x is not None and x >= min_lead]
+    raw = m[m["step"] > warmup]["lambda_max_H"]
+    return [
+        Verdict("spikes_found", "the run has spikes", len(spikes) > 0, {"spikes": len(spikes)}),
+        Verdict("crossing_precedes_every_spike",
+                f"before each spike λ_max(Ĥ) had crossed 2/η and stayed above for ≥ {min_lead} steps",
+                len(spikes) > 0 and len(ok) == len(spikes),
+                {"spikes_preceded": len(ok), "crossings": len(crossings),
+                 "median_lead_steps": float(np.median(ok)) if ok else math.nan,
+                 "min_lead_steps": float(min(ok)) if ok else math.nan}),
+        Verdict("raw_curvature_below", "λ_max(H) stays below 2/η",
+                bool(len(raw)) and float(raw.max()) < threshold,
+                {"max_lambda_H_over_threshold": float(raw.max()) / threshold if len(raw)
+                 else math.nan}),
+    ]
