@@ -46,12 +46,14 @@ def counterexample_verdicts(adam, gd) -> list[Verdict]:
 
 
 def calm_stretches(metrics: pd.DataFrame, spikes: list[Spike], *, length: int = 150,
-                   settle: int = 20, column: str = "lambda_max_pre") -> list[pd.DataFrame]:
+                   settle: int = 20, column: str = "lambda_max_pre",
+                   keep_empty: bool = False) -> list:
     """For each spike, the tracked rows of the calm stretch before it.
 
     The stretch runs from ``length`` steps before the spike's start (but no earlier than
     ``settle`` steps after the previous spike ended) up to the step before the start. Only rows
-    where ``column`` was measured are kept; stretches with fewer than 3 rows are dropped.
+    where ``column`` was measured are kept; stretches with fewer than 3 rows are dropped, or,
+    with ``keep_empty``, returned as ``None`` so that the list matches ``spikes`` one to one.
     """
     tracked = metrics.dropna(subset=[column])
     out, prev_end = [], -math.inf
@@ -60,6 +62,8 @@ def calm_stretches(metrics: pd.DataFrame, spikes: list[Spike], *, length: int = 
         rows = tracked[(tracked["step"] >= lo) & (tracked["step"] < s.start)]
         if len(rows) >= 3:
             out.append(rows)
+        elif keep_empty:
+            out.append(None)
         prev_end = s.end if s.end is not None else math.inf
     return out
 
@@ -164,4 +168,69 @@ def crossing_verdicts(result, *, min_lead: int = 5, hysteresis: float = 0.01,
                 bool(len(raw)) and float(raw.max()) < threshold,
                 {"max_lambda_H_over_threshold": float(raw.max()) / threshold if len(raw)
                  else math.nan}),
+    ]
+
+
+def alignment_phases(result, *, onset_before: int = 10, calm_length: int = 150,
+                     quiet: int = 300, column: str = "cos_grad_top_sym") -> pd.DataFrame:
+    """Tracked rows of the stretches around each spike, labelled by ``phase``:
+
+    * ``"calm"``: the calm stretch before a spike (:func:`calm_stretches`, minus its last
+      ``onset_before`` steps) when at least ``quiet`` steps separate it from the previous spike's
+      end and from the start of training (the initial transient);
+    * ``"between close spikes"``: the same for spikes closer than that, where the previous
+      spike's oscillation is still decaying;
+    * ``"onset"``: from ``onset_before`` steps before a spike's start to its peak.
+
+    A ``spike`` column numbers the spike each row belongs to.
+    """
+    m = result.metrics.dropna(subset=[column])
+    spikes = [s for s in result.spikes if not s.diverged]
+    stretches = calm_stretches(m, spikes, length=calm_length, column=column, keep_empty=True)
+    rows, prev_end = [], 0
+    for k, (s, stretch) in enumerate(zip(spikes, stretches)):
+        if stretch is not None:
+            label = "calm" if s.start - prev_end >= quiet else "between close spikes"
+            rows.append(stretch[stretch["step"] < s.start - onset_before].assign(phase=label,
+                                                                                  spike=k))
+        rows.append(m[(m["step"] >= s.start - onset_before) & (m["step"] <= s.peak)]
+                    .assign(phase="onset", spike=k))
+        prev_end = s.end if s.end is not None else math.inf
+    return pd.concat(rows) if rows else m.iloc[:0].assign(phase=[], spike=[])
+
+
+def alignment_verdicts(result, *, calm_max: float = 0.1, onset_min: float = 0.9,
+                       onset_before: int = 10, quiet: int = 300) -> list[Verdict]:
+    """Chapter 3: |cos| between the gradient and the top eigendirection of Ĥ is near 0 in calm
+    phases and near 1 at spike onset.
+
+    The cosine is ``cos_grad_top_sym`` = |cos(D^{1/2} g, u)|, taken where Ĥ is symmetric (u is
+    the top eigenvector of c D^{1/2} H D^{1/2}; equivalently g against the left eigenvector
+    D^{-1/2} u of Ĥ). Phases as in :func:`alignment_phases`.
+    ``calm_alignment_small``: the median over "calm" rows is < ``calm_max``.
+    ``onset_alignment_large``: the median over spikes of the largest cosine in the onset window
+    is > ``onset_min``. The median over "between close spikes" rows is reported, not judged.
+    """
+    ph = alignment_phases(result, onset_before=onset_before, quiet=quiet)
+    calm = ph[ph["phase"] == "calm"]
+    between = ph[ph["phase"] == "between close spikes"]
+    onset = ph[ph["phase"] == "onset"].groupby("spike")
+    onset_max = onset["cos_grad_top_sym"].max()
+
+    def med(x):
+        return float(x.median()) if len(x) else math.nan
+
+    return [
+        Verdict("quiet_spikes_found", f"some spike follows ≥ {quiet} quiet steps",
+                calm["spike"].nunique() > 0,
+                {"spikes": len(onset_max), "spikes_after_quiet": int(calm["spike"].nunique())}),
+        Verdict("calm_alignment_small", f"in calm phases the cosine is near 0 (median < {calm_max})",
+                med(calm["cos_grad_top_sym"]) < calm_max,
+                {"median_calm_cos": med(calm["cos_grad_top_sym"]),
+                 "median_calm_cos_parameter_space": med(calm["cos_grad_top"]),
+                 "median_between_close_spikes_cos": med(between["cos_grad_top_sym"])}),
+        Verdict("onset_alignment_large", f"at onset the cosine rises toward 1 (median peak > {onset_min})",
+                med(onset_max) > onset_min,
+                {"median_onset_peak_cos": med(onset_max),
+                 "median_onset_peak_cos_parameter_space": med(onset["cos_grad_top"].max())}),
     ]

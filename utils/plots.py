@@ -131,3 +131,28 @@ def plot_spike_windows(metrics, spikes: list[Spike], lr: float, before: int = 12
     axes[0, 0].legend(fontsize="small", loc="best")
     fig.tight_layout()
     return fig
+
+
+def plot_alignment(metrics, spikes: list[Spike] = (), ax=None):
+    """|cos| between the gradient and the top eigendirection of Ĥ against step (log scale)."""
+    ax = ax or plt.gca()
+    m = metrics.dropna(subset=["cos_grad_top_sym"])
+    ax.semilogy(m["step"], m["cos_grad_top_sym"], lw=1,
+                label=r"$|\cos(D^{1/2}g,\, u)|$ (symmetric form)")
+    ax.semilogy(m["step"], m["cos_grad_top"], lw=1, alpha=0.7,
+                label=r"$|\cos(g,\, D^{1/2}u)|$ (parameter space)")
+    mark_spikes(ax, spikes)
+    ax.set_xlabel("step $t$")
+    ax.set_ylabel("alignment $|\\cos|$")
+    ax.legend(loc="lower left", fontsize="small")
+    return ax
+
+
+def plot_alignment_histogram(phases, column: str = "cos_grad_top_sym", ax=None):
+    """Histogram of the cosine in calm rows and onset rows (from ``claims.alignment_phases``)."""
+    ax = ax or plt.gca()
+    data = phases[phases[column] > 0]
+    sns.histplot(data=data, x=column, hue="phase", log_scale=True, bins=30, element="step",
+                 stat="density", common_norm=False, ax=ax)
+    ax.set_xlabel(r"$|\cos(D^{1/2}g,\, u)|$")
+    return ax
