@@ -121,3 +121,13 @@ def test_data_is_deterministic_under_a_seed():
         assert torch.equal(a.inputs, b.inputs) and torch.equal(a.targets, b.targets)
         assert not torch.equal(a.inputs, load_dataset(name, seed=4, **kw).inputs)
     assert load_dataset("modular_addition", modulus=5).inputs.shape == (25, 3)
+
+
+def test_tracking_does_not_change_the_trajectory():
+    """Tracked and untracked steps use the same kernels: the losses agree to the last bit."""
+    base = dict(model="transformer", model_kwargs={"d_model": 4, "n_heads": 2},
+                data="modular_addition", data_kwargs={"modulus": 3}, steps=12, progress=False,
+                measure=("lambda_grad",))
+    plain = run(RunConfig(**base, track_every=0)).metrics["loss"]
+    tracked = run(RunConfig(**base, track_every=3)).metrics["loss"]
+    pd.testing.assert_series_equal(plain, tracked)

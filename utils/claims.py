@@ -234,3 +234,44 @@ def alignment_verdicts(result, *, calm_max: float = 0.1, onset_min: float = 0.9,
                 {"median_onset_peak_cos": med(onset_max),
                  "median_onset_peak_cos_parameter_space": med(onset["cos_grad_top"].max())}),
     ]
+
+
+def onset_verdicts(result, *, max_lead: int = 50, min_recall: float = 0.75,
+                   min_ratio: float = 3.0) -> list[Verdict]:
+    """Chapter 4: spikes start when λ_grad(Ĥ) exceeds 2/η; λ_max(Ĥ) crosses far more often.
+
+    Crossings of 2/η by λ_grad(Ĥ) (form B, ``lambda_grad_pre``) and by λ_max(Ĥ) are scored
+    against the spikes with :func:`~utils.spikes.score_predictor` (a crossing matches a spike
+    when it starts between ``max_lead`` steps before the spike's start and its peak).
+    ``lambda_grad_marks_onsets``: the recall of λ_grad crossings is ≥ ``min_recall``.
+    ``lambda_max_fires_more_often``: λ_max(Ĥ) crosses at least ``min_ratio`` times as often as
+    there are spikes. ``lambda_grad_more_precise``: a larger share of λ_grad's crossings than of
+    λ_max's come with a spike.
+    """
+    from .spikes import score_predictor
+
+    threshold = 2.0 / result.config.lr
+    m = result.metrics.dropna(subset=["lambda_max_pre"])
+    spikes = [s for s in result.spikes if not s.diverged]
+    scores = {col: score_predictor(sustained_crossings(m[col], m["step"], threshold), spikes,
+                                   max_lead=max_lead)
+              for col in ("lambda_grad_pre", "lambda_max_pre")}
+    grad, lmax = scores["lambda_grad_pre"], scores["lambda_max_pre"]
+    ratio = lmax.n_crossings / len(spikes) if spikes else math.nan
+    return [
+        Verdict("spikes_found", "the run has spikes", len(spikes) > 0, {"spikes": len(spikes)}),
+        Verdict("lambda_grad_marks_onsets",
+                f"λ_grad(Ĥ) crosses 2/η at the onset of ≥ {min_recall:.0%} of spikes",
+                len(spikes) > 0 and grad.recall >= min_recall,
+                {"spikes_matched": grad.matched_spikes, "recall": grad.recall,
+                 "median_lead_steps": float(np.median(grad.leads)) if grad.leads else math.nan}),
+        Verdict("lambda_max_fires_more_often",
+                f"λ_max(Ĥ) crosses 2/η ≥ {min_ratio:g}× as often as spikes occur",
+                ratio >= min_ratio, {"lambda_max_crossings": lmax.n_crossings,
+                                     "crossings_per_spike": ratio}),
+        Verdict("lambda_grad_more_precise",
+                "a larger share of λ_grad's crossings than of λ_max's come with a spike",
+                grad.precision > lmax.precision,
+                {"precision_lambda_grad": grad.precision, "precision_lambda_max": lmax.precision,
+                 "lambda_grad_crossings": grad.n_crossings}),
+    ]

@@ -156,3 +156,20 @@ def plot_alignment_histogram(phases, column: str = "cos_grad_top_sym", ax=None):
                  stat="density", common_norm=False, ax=ax)
     ax.set_xlabel(r"$|\cos(D^{1/2}g,\, u)|$")
     return ax
+
+
+def plot_predictor_timeline(crossings: dict, spikes: list[Spike], ax=None):
+    """One row per predictor: its crossings of 2/η as bars; spikes shaded across all rows.
+
+    ``crossings`` maps a label to a list of :class:`~utils.spikes.Crossing`.
+    """
+    ax = ax or plt.gca()
+    for k, (label, cs) in enumerate(crossings.items()):
+        ax.broken_barh([(c.start, max(c.duration, 1)) for c in cs], (k - 0.35, 0.7),
+                       color=f"C{k}")
+    mark_spikes(ax, spikes)
+    ax.set_yticks(range(len(crossings)), [LABELS.get(k, k) + r" $> 2/\eta$" for k in crossings])
+    ax.set_ylim(-0.6, len(crossings) - 0.4)
+    ax.set_xlabel("step $t$")
+    ax.legend(loc="upper left", fontsize="small")
+    return ax

@@ -27,7 +27,7 @@ from .adam_state import read_adam_state
 from .curvature import SOLVERS
 from .data import DATASETS, load_dataset
 from .losses import mse
-from .hvp import HVP_METHODS, LossHessian, loss_of_params
+from .hvp import HVP_METHODS, LossHessian, loss_of_params, math_attention
 from .models import MODELS, build_model
 from .spikes import SPIKE_FACTOR, SPIKE_FLOOR, SPIKE_WINDOW, Spike, detect_spikes
 from .tracker import MEASUREMENTS, CurvatureTracker
@@ -189,9 +189,10 @@ def run(config: RunConfig) -> RunResult:
         if tracked:
             hessian = LossHessian(loss_fn, params, method=config.hvp_method)
             loss, grad = hessian.loss, hessian.unflatten(hessian.gradient)
-        else:
-            loss = loss_fn(params)
-            grad = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
+        else:  # the same attention kernel as in the HVPs, so tracking never changes the path
+            with math_attention():
+                loss = loss_fn(params)
+                grad = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
         loss = float(loss.detach())
         grad_norm = math.sqrt(sum(float((g ** 2).sum()) for g in grad if g is not None))
         row = {"step": step, "loss": loss, "grad_norm": grad_norm}
