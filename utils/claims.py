@@ -11,8 +11,17 @@ import math
 import numpy as np
 import pandas as pd
 
-from .spikes import Spike, sustained_crossings
+from .spikes import Spike, score_predictor, sustained_crossings
 from .verdicts import Verdict
+
+
+def spikes_after_first_crossing(result) -> tuple[int | None, list[Spike]]:
+    """The step at which λ_max(Ĥ) first exceeded 2/η (None if never), and the spikes whose
+    peak comes at or after it."""
+    m = result.metrics.dropna(subset=["lambda_max_pre"])
+    crossings = sustained_crossings(m["lambda_max_pre"], m["step"], 2.0 / result.config.lr)
+    first = crossings[0].start if crossings else None
+    return first, [s for s in result.spikes if first is not None and s.peak >= first]
 
 
 def counterexample_verdicts(adam, gd) -> list[Verdict]:
@@ -26,9 +35,7 @@ def counterexample_verdicts(adam, gd) -> list[Verdict]:
     gd_loss = gd.metrics["loss"].to_numpy()
     rises = int((gd_loss[1:] > gd_loss[:-1]).sum())
     m = adam.metrics.dropna(subset=["lambda_max_pre"])
-    crossings = sustained_crossings(m["lambda_max_pre"], m["step"], threshold)
-    first = crossings[0].start if crossings else None
-    late = [s for s in adam.spikes if first is not None and s.peak >= first]
+    first, late = spikes_after_first_crossing(adam)
     return [
         Verdict("sharpness_far_below_limit", "λ_max(H) = a stays far below 2/η (a·η/2 < 0.5)",
                 a * lr / 2 < 0.5, {"a": a, "two_over_lr": threshold, "a_lr_over_2": a * lr / 2}),
@@ -248,8 +255,6 @@ def onset_verdicts(result, *, max_lead: int = 50, min_recall: float = 0.75,
     there are spikes. ``lambda_grad_more_precise``: a larger share of λ_grad's crossings than of
     λ_max's come with a spike.
     """
-    from .spikes import score_predictor
-
     threshold = 2.0 / result.config.lr
     m = result.metrics.dropna(subset=["lambda_max_pre"])
     spikes = [s for s in result.spikes if not s.diverged]

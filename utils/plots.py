@@ -8,6 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 
+from .claims import predicted_decay_growth
 from .spikes import Spike
 
 LABELS = {
@@ -88,8 +89,6 @@ def plot_decoupling(metrics, beta2: float, spikes: list[Spike] = (), axes=None):
 def plot_growth_vs_decay(stretch, beta2: float, lr: float, ax=None):
     """λ_max(Ĥ) over one calm stretch against the curve pure β2-decay of v predicts from its
     first value, and λ_max(H) over the same steps, with 2/η."""
-    from .claims import predicted_decay_growth
-
     ax = ax or plt.gca()
     steps = stretch["step"].to_numpy()
     rate = predicted_decay_growth(steps, beta2)
