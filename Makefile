@@ -9,7 +9,7 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 export OMP_NUM_THREADS ?= 2
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: setup test unit nbval execute book html clean
+.PHONY: setup test unit nbval execute book html chapter params clean
 
 setup: $(STAMP)
 
@@ -40,6 +40,15 @@ book: execute html
 html: setup
 	$(VENV)/bin/jupyter-book build --all -W -n --keep-going .
 	@echo "The book is in _build/html/index.html"
+
+# Re-run one chapter under new parameters into _build/rerun/ (never over the committed notebook):
+#   make chapter NB=02 ARGS="-p beta2 0.99 -p steps 500"      make params NB=02
+chapter: setup
+	@test -n "$(NB)" || { echo 'usage: make chapter NB=02 ARGS="-p beta2 0.99"  (make params NB=02 lists them)'; exit 2; }
+	$(PY) -m utils.rerun $(NB) $(ARGS)
+
+params: setup
+	@$(PY) -m utils.rerun $(or $(NB),00) --list
 
 clean:
 	rm -rf _build
