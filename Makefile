@@ -9,9 +9,19 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 export OMP_NUM_THREADS ?= 2
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: setup test unit nbval execute book html chapter params clean
+.PHONY: setup chromium test unit nbval execute book html chapter params clean
 
-setup: $(STAMP)
+setup: $(STAMP) chromium
+
+# Chromium for the browser check of the book (tests/test_book.py). Installed from Debian's
+# packages when missing and we are root; otherwise the check is skipped and says so.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
+	  || { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	         echo "installing Chromium (apt-get) for the browser check"; \
+	         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+	           || echo "could not install Chromium: the browser check will be skipped"; \
+	       else echo "no Chromium: the browser check will be skipped (apt-get install -y chromium)"; fi; }
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
