@@ -5,11 +5,12 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+CHAPTERS  := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+NOTEBOOKS := book/intro.ipynb book/rerun.ipynb $(CHAPTERS)
 export OMP_NUM_THREADS ?= 2
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: setup chromium test unit nbval execute book html chapter params clean
+.PHONY: setup chromium test unit nbval execute book html chapter params binder-check clean
 
 setup: $(STAMP) chromium
 
@@ -50,6 +51,20 @@ book: execute html
 html: setup
 	$(VENV)/bin/jupyter-book build --all -W -n --keep-going .
 	@echo "The book is in _build/html/index.html"
+
+# Binder: repo2docker (in its own venv) must accept environment.yml; it writes the Dockerfile
+# it would build to _build/binder-dockerfile.txt without building it (no Docker needed).
+BINDER_VENV ?= .venv-binder
+binder-check:
+	@test -x $(BINDER_VENV)/bin/repo2docker || { $(PYTHON) -m venv $(BINDER_VENV) \
+	  && $(BINDER_VENV)/bin/pip install --quiet jupyter-repo2docker==2026.4.0; }
+	@mkdir -p _build
+	$(BINDER_VENV)/bin/repo2docker --no-build --debug . > _build/binder-dockerfile.txt 2>&1 \
+	  || { tail -20 _build/binder-dockerfile.txt; exit 1; }
+	@grep -q 'Building conda environment for python=3.11' _build/binder-dockerfile.txt \
+	  && grep -q -- '--file "environment.yml"' _build/binder-dockerfile.txt \
+	  || { echo "repo2docker did not take environment.yml with python 3.11: see _build/binder-dockerfile.txt"; exit 1; }
+	@echo "Binder: repo2docker accepts environment.yml (its Dockerfile: _build/binder-dockerfile.txt)"
 
 # Re-run one chapter under new parameters into _build/rerun/ (never over the committed notebook):
 #   make chapter NB=02 ARGS="-p beta2 0.99 -p steps 500"      make params NB=02

@@ -109,3 +109,20 @@ def test_checker_finds_each_kind_of_breakage(tmp_path, broken, finding):
     page = _page(tmp_path, SOUND + broken)
     problems = browser.page_problems(page, page.read_text())
     assert len(problems) == 1 and finding in problems[0], problems
+
+
+def test_every_notebook_page_has_launch_buttons(built_book):
+    """Binder opens the page's own notebook; the repository button points at _config.yml's URL."""
+    import yaml
+    from bs4 import BeautifulSoup
+
+    config = yaml.safe_load((REPO_ROOT / "_config.yml").read_text())
+    repo = config["repository"]["url"]
+    slug = repo.removeprefix("https://github.com/")
+    for notebook in [*REPO_ROOT.glob("notebooks/[0-9][0-9]_*.ipynb"), *REPO_ROOT.glob("book/*.ipynb")]:
+        rel = notebook.relative_to(REPO_ROOT)
+        page = built_book / rel.with_suffix(".html")
+        hrefs = {a["href"] for a in BeautifulSoup(page.read_text(), "html.parser").find_all("a", href=True)}
+        binder = f"https://mybinder.org/v2/gh/{slug}/{config['repository']['branch']}?urlpath=lab/tree/{rel.as_posix()}"
+        assert binder in hrefs, f"{rel}: no Binder button for its notebook"
+        assert repo in hrefs, f"{rel}: no repository button"

@@ -7,7 +7,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def pins(lines):
-    return sorted(l.strip() for l in lines if l.strip() and not l.strip().startswith(("#", "-e")))
+    """The package lines: no comments, no pip options (``--extra-index-url``), no ``-e .``."""
+    return sorted(l.strip() for l in lines if l.strip() and not l.strip().startswith(("#", "-")))
 
 
 def test_environment_matches_requirements():
@@ -16,3 +17,5 @@ def test_environment_matches_requirements():
     pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     assert pins(pip_section) == req
     assert all("==" in r for r in req), "every dependency is pinned"
+    assert "-e ." in pip_section, "Binder installs the utils package too"
+    assert env["dependencies"][0] == "python=3.11"

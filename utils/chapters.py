@@ -26,12 +26,24 @@ def chapter_path(chapter: str) -> Path:
 
 
 @lru_cache(maxsize=None)
-def chapter_defaults(chapter: str) -> dict:
-    """The chapter's parameters and their default values, as written in its parameters cell."""
+def _inspect(chapter: str) -> dict:
     import papermill
 
-    spec = papermill.inspect_notebook(str(chapter_path(chapter)))
-    return {name: ast.literal_eval(p["default"]) for name, p in spec.items()}
+    return papermill.inspect_notebook(str(chapter_path(chapter)))
+
+
+def chapter_defaults(chapter: str) -> dict:
+    """The chapter's parameters and their default values, as written in its parameters cell."""
+    return {name: ast.literal_eval(p["default"]) for name, p in _inspect(chapter).items()}
+
+
+def parameter_frame(chapter: str):
+    """The chapter's parameters as a table: name, default (as written) and meaning (the
+    comment beside it in the parameters cell)."""
+    import pandas as pd
+
+    rows = [(name, p["default"], p["help"]) for name, p in _inspect(chapter).items()]
+    return pd.DataFrame(rows, columns=["parameter", "default", "meaning"])
 
 
 def chapter_parameters(chapter: str, namespace: dict) -> tuple[dict, bool]:

@@ -172,3 +172,52 @@ def plot_predictor_timeline(crossings: dict, spikes: list[Spike], ax=None):
     ax.set_xlabel("step $t$")
     ax.legend(loc="upper left", fontsize="small")
     return ax
+
+
+STAGE_NAMES = ("stable descent", "decoupling:\n$g^2 \\ll v$, $v$ decays",
+               "$\\lambda_{\\max}(\\hat H) > 2/\\eta$,\nloss still low", "loss grows",
+               "$v$ jumps,\nrecovery")
+
+
+def plot_mechanism(metrics, stages, lr: float, after: int = 80):
+    """The mechanism on one measured spike: loss, median g²/v, and λ_max(Ĥ) against 2/η, over
+    the five stages of ``stages`` (a :class:`~utils.stages.SpikeStages`), shaded and numbered.
+    Returns the figure."""
+    lo, hi = stages.bounds[0], stages.recovered + after
+    m = metrics[(metrics["step"] >= lo) & (metrics["step"] <= hi)]
+    tracked = m.dropna(subset=["lambda_max_pre"])
+    fig, axes = plt.subplots(3, 1, figsize=(9, 7.5), sharex=True,
+                             gridspec_kw={"height_ratios": [1, 1, 1.2]})
+    ax_loss, ax_v, ax_lam = axes
+    ax_loss.semilogy(m["step"], m["loss"], lw=1.2, color="tab:blue")
+    ax_loss.set_ylabel("training loss")
+    ax_v.semilogy(tracked["step"], tracked["g2_over_v_median"], lw=1.2, color="tab:purple")
+    ax_v.axhline(1.0, color="grey", lw=0.8, ls=":")
+    ax_v.set_ylabel("median $g_t^2 / v_{t-1}$")
+    ax_lam.plot(tracked["step"], tracked["lambda_max_pre"], lw=1.4, label=LABELS["lambda_max_pre"])
+    if "lambda_max_H" in tracked:
+        ax_lam.plot(tracked["step"], tracked["lambda_max_H"], lw=1.2, label=LABELS["lambda_max_H"])
+    ax_lam.axhline(2.0 / lr, color="k", ls="--", lw=1, label=r"$2/\eta$")
+    ax_lam.set_ylabel("curvature")
+    ax_lam.set_xlabel("step $t$")
+    ax_lam.legend(loc="lower left", fontsize="small")
+    ax_lam.set_xlim(lo, hi)
+    palette = sns.color_palette("pastel", 5)
+    for k, (a, b) in enumerate(zip(stages.bounds[:-1], stages.bounds[1:])):
+        for ax in axes:
+            ax.axvspan(a, max(b, a + 1), color=palette[k], alpha=0.5, lw=0)
+        ax_loss.annotate(f"{k + 1}", ((a + b) / 2, 1.02), xycoords=("data", "axes fraction"),
+                         ha="center", va="bottom", fontweight="bold")
+    notes = ((ax_loss, "the loss spikes once the instability has grown (stage 4)", "top"),
+             (ax_v, "$g^2 \\ll v$: $v$ stops tracking $g^2$ and decays like $\\beta_2^t$", "top"),
+             (ax_lam, "$\\lambda_{\\max}(\\hat H)$ rises as $v$ decays; $\\lambda_{\\max}(H)$ stays put",
+              "bottom"))
+    for ax, text, where in notes:
+        ax.text(0.99 if where == "bottom" else 0.01, 0.04 if where == "bottom" else 0.96, text,
+                transform=ax.transAxes, va=where, ha="right" if where == "bottom" else "left",
+                fontsize="small", bbox=dict(facecolor="white", alpha=0.85, lw=0))
+    handles = [plt.Rectangle((0, 0), 1, 1, color=palette[k], alpha=0.5) for k in range(5)]
+    fig.legend(handles, [f"{k + 1}: {n}" for k, n in enumerate(STAGE_NAMES)], ncol=5,
+               loc="lower center", fontsize="x-small", frameon=False)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    return fig

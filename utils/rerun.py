@@ -19,7 +19,7 @@ import re
 import sys
 from pathlib import Path
 
-from .chapters import NOTEBOOK_DIR, chapter_defaults
+from .chapters import NOTEBOOK_DIR, chapter_defaults, parameter_frame
 from .runs import REPO_ROOT, display_path
 
 RERUN_DIR = REPO_ROOT / "_build" / "rerun"
@@ -68,13 +68,12 @@ def default_folder(chapter: str, overrides: dict) -> Path:
 
 
 def parameter_table(chapter: str) -> str:
-    """The chapter's parameters, defaults and the comment of its parameters cell, as text."""
-    import papermill
-
-    spec = papermill.inspect_notebook(str(NOTEBOOK_DIR / f"{chapter}.ipynb"))
-    width = max(len(n) for n in spec)
-    lines = [f"parameters of {chapter} (name, default, meaning):"]
-    lines += [f"  {n:<{width}}  {p['default']:<10}  {p['help']}".rstrip() for n, p in spec.items()]
+    """The chapter's parameters, defaults and meanings (from its parameters cell), as text."""
+    frame = parameter_frame(chapter)
+    widths = [max(len(str(x)) for x in [col, *frame[col]]) for col in frame.columns[:2]]
+    lines = [f"parameters of {chapter}:"]
+    for name, default, meaning in [tuple(frame.columns), *frame.itertuples(index=False)]:
+        lines.append(f"  {name:<{widths[0]}}  {default:<{widths[1]}}  {meaning}".rstrip())
     return "\n".join(lines)
 
 
