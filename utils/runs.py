@@ -24,13 +24,12 @@ from tqdm import tqdm
 
 from . import __version__
 from .adam_state import read_adam_state
-from .curvature import SOLVERS
 from .data import DATASETS, load_dataset
 from .losses import mse
 from .hvp import HVP_METHODS, LossHessian, loss_of_params, math_attention
 from .models import MODELS, build_model
 from .spikes import SPIKE_FACTOR, SPIKE_FLOOR, SPIKE_WINDOW, Spike, detect_spikes
-from .tracker import MEASUREMENTS, CurvatureTracker
+from .tracker import MEASUREMENTS, TRACKER_SOLVERS, CurvatureTracker
 from .validation import (check_adam_hyperparameters, check_choice, check_number,
                          resolve_dtype)
 
@@ -60,7 +59,7 @@ class RunConfig:
     measure: tuple = MEASUREMENTS
     dtype: str = "float64"
     hvp_method: str = "autograd"
-    eig_solver: str = "lobpcg"
+    eig_solver: str = "engine"
     eig_tol: float = 1e-3
     spike_factor: float = SPIKE_FACTOR
     spike_window: int = SPIKE_WINDOW
@@ -82,7 +81,7 @@ class RunConfig:
             check_choice("measure", m, MEASUREMENTS)
         resolve_dtype(self.dtype)
         check_choice("hvp_method", self.hvp_method, HVP_METHODS)
-        check_choice("eig_solver", self.eig_solver, SOLVERS)
+        check_choice("eig_solver", self.eig_solver, TRACKER_SOLVERS)
         check_number("eig_tol", self.eig_tol, low=0, low_open=True, high=1, high_open=True)
         check_number("spike_factor", self.spike_factor, low=1, low_open=True)
         check_number("spike_window", self.spike_window, low=1, integer=True)

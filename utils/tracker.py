@@ -15,14 +15,18 @@ import numpy as np
 import torch
 
 from .adam_state import AdamState, decoupling_statistics
-from .curvature import (EigenResult, PreconditionedHessian, alignment, gradient_curvatures,
-                        top_eigenpair)
+from .curvature import (SOLVERS, EigenResult, PreconditionedHessian, alignment,
+                        gradient_curvatures, top_eigenpair)
+from .engine import TrackingEngine
 from .hvp import LossHessian
 from .validation import check_choice, check_number
 
 MEASUREMENTS = ("lambda_max_H", "lambda_max_pre", "lambda_grad", "alignment", "decoupling")
 """What the tracker can measure; ``alignment`` needs ``lambda_max_pre``."""
 PRECONDITIONED = ("lambda_max_pre", "alignment", "decoupling")
+TRACKER_SOLVERS = ("engine", *SOLVERS)
+"""``"engine"``: :class:`~utils.engine.TrackingEngine` (batched, warm-started LOBPCG rounds, the
+default); the others solve each quantity separately with :func:`~utils.curvature.top_eigenpair`."""
 
 
 class CurvatureTracker:
@@ -31,19 +35,21 @@ class CurvatureTracker:
     Parameters
     ----------
     measure: a subset of :data:`MEASUREMENTS`.
-    tol: relative tolerance of the eigen-solver. solver: see :func:`~utils.curvature.top_eigenpair`.
+    tol: relative tolerance of the eigen-solver. solver: one of :data:`TRACKER_SOLVERS`.
     seed: seeds the random start vector of the first (cold) solve.
     """
 
-    def __init__(self, measure=MEASUREMENTS, *, tol: float = 1e-3, solver: str = "lobpcg",
+    def __init__(self, measure=MEASUREMENTS, *, tol: float = 1e-3, solver: str = "engine",
                  seed: int = 0):
         self.measure_set = tuple(check_choice("measure", m, MEASUREMENTS) for m in measure)
         if "alignment" in self.measure_set and "lambda_max_pre" not in self.measure_set:
             raise ValueError("measure: 'alignment' needs 'lambda_max_pre' as well")
         self.tol = check_number("eig_tol", tol, low=0, low_open=True, high=1, high_open=True)
-        self.solver = solver
+        self.solver = check_choice("eig_solver", solver, TRACKER_SOLVERS)
         self.seed = seed
         self._warm: dict[str, tuple[torch.Tensor, float]] = {}
+        self.engine = TrackingEngine(tol=tol, track_raw="lambda_max_H" in self.measure_set,
+                                     seed=seed)
 
     def _solve(self, key: str, operator) -> EigenResult:
         v0, scale = self._warm.get(key, (None, None))
@@ -67,6 +73,37 @@ class CurvatureTracker:
             return {"hvps": 0}
         d = None if state is None else state.preconditioner
         c = 1.0 if state is None else state.c
+        if self.solver == "engine":
+            row.update(self._measure_with_engine(hessian, d, c))
+        else:
+            row.update(self._measure_separately(hessian, d, c))
+        if "decoupling" in self.measure_set and state is not None and v_prev is not None:
+            row.update(decoupling_statistics(hessian.gradient, v_prev, state.v))
+        row["hvps"] = hessian.n_hvps - start
+        return {k: (float(v) if not isinstance(v, (int, np.integer)) else int(v))
+                for k, v in row.items()}
+
+    def _measure_with_engine(self, hessian: LossHessian, d, c) -> dict:
+        out = self.engine.step(lambda v: hessian.matmat(v[:, 0]).unsqueeze(1),
+                               hessian.gradient[None], None if d is None else d[None], c)
+        row, ms = {}, self.measure_set
+        if "lambda_max_H" in ms:
+            row.update(lambda_max_H=out.lambda_max_H.item(), eig_residual_H=out.residual_H.item())
+        if "lambda_max_pre" in ms:
+            row.update(lambda_max_pre=out.lambda_max_pre.item(),
+                       eig_residual_pre=out.residual_pre.item(),
+                       eig_converged_pre=float(out.converged.item()))
+        if "alignment" in ms:
+            row.update(cos_grad_top=out.cos_grad_top.item(),
+                       cos_grad_top_sym=out.cos_grad_top_sym.item())
+        if "lambda_grad" in ms:
+            row.update(lambda_grad_H=out.lambda_grad_H.item(),
+                       lambda_grad_pre_a=out.lambda_grad_pre_a.item(),
+                       lambda_grad_pre=out.lambda_grad_pre.item())
+        return row
+
+    def _measure_separately(self, hessian: LossHessian, d, c) -> dict:
+        row = {}
         if "lambda_max_H" in self.measure_set:
             res = self._solve("H", PreconditionedHessian(hessian))
             row.update(lambda_max_H=res.value, eig_residual_H=res.residual)
@@ -79,8 +116,4 @@ class CurvatureTracker:
                 row.update(alignment(hessian.gradient, res, op))
         if "lambda_grad" in self.measure_set:
             row.update(gradient_curvatures(hessian, d, c))
-        if "decoupling" in self.measure_set and state is not None and v_prev is not None:
-            row.update(decoupling_statistics(hessian.gradient, v_prev, state.v))
-        row["hvps"] = hessian.n_hvps - start
-        return {k: (float(v) if not isinstance(v, (int, np.integer)) else int(v))
-                for k, v in row.items()}
+        return row
