@@ -10,7 +10,7 @@ NOTEBOOKS := book/intro.ipynb book/rerun.ipynb $(CHAPTERS)
 export OMP_NUM_THREADS ?= 2
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: setup chromium test unit nbval execute book html chapter params binder-check clean
+.PHONY: setup chromium test unit nbval execute book html chapter params binder-check bench clean
 
 setup: $(STAMP) chromium
 
@@ -77,3 +77,8 @@ params: setup
 
 clean:
 	rm -rf _build
+
+# Benchmarks (not part of `make test`): ratios measured side by side, written to
+# _build/bench/results.json. `make bench ARGS="--chapters"` also times every chapter.
+bench: setup
+	$(PY) benchmarks/bench_tracking.py $(ARGS)

@@ -42,6 +42,8 @@ class RunConfig:
 
     ``track_every`` = k measures the curvature at steps k, 2k, ... (0: never). ``data`` is
     ignored by the quadratic model. ``threads`` is passed to ``torch.set_num_threads``.
+    ``device`` is where the model, the data and every curvature computation live ("cpu",
+    "cuda", "cuda:1", ...).
     """
 
     model: str = "mlp"
@@ -65,6 +67,7 @@ class RunConfig:
     spike_window: int = SPIKE_WINDOW
     spike_floor: float = SPIKE_FLOOR
     threads: int = 1
+    device: str = "cpu"
     progress: bool = True
 
     def validate(self) -> "RunConfig":
@@ -87,6 +90,7 @@ class RunConfig:
         check_number("spike_window", self.spike_window, low=1, integer=True)
         check_number("spike_floor", self.spike_floor, low=0)
         check_number("threads", self.threads, low=1, integer=True)
+        check_device(self.device)
         return self
 
 
@@ -141,14 +145,33 @@ def _jsonable(obj):
     return obj
 
 
-def build_problem(config: RunConfig):
-    """The model and the loss of θ on the full batch (a ``loss_of_params`` function)."""
-    dtype = resolve_dtype(config.dtype)
+def check_device(device: str) -> str:
+    """ValueError naming ``device`` unless torch can place tensors there."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:<index>', got {device!r}") from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} is not available: torch finds no CUDA GPU here")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:<index>', got {device!r}")
+    return device
+
+
+def build_data(config: RunConfig):
+    """The full training batch of ``config`` (a :class:`~utils.data.Dataset` with its tensors on
+    ``config.device``), or None for the quadratic, which has no data."""
     if config.model == "quadratic":
-        model = build_model("quadratic", seed=config.seed, dtype=dtype, **config.model_kwargs)
-        return model, loss_of_params(model, lambda out, _y: out, None, None)
+        return None
     data = load_dataset(config.data, **{"seed": config.seed, "dtype": config.dtype,
                                         **config.data_kwargs})
+    data.inputs, data.targets = data.inputs.to(config.device), data.targets.to(config.device)
+    return data
+
+
+def build_model_for(config: RunConfig, data) -> torch.nn.Module:
+    """The model of ``config``, sized to ``data``, initialised under ``config.seed``, on its device."""
+    dtype = resolve_dtype(config.dtype)
     kwargs = dict(config.model_kwargs)
     if config.model == "mlp":
         kwargs.setdefault("in_dim", data.inputs.shape[1])
@@ -159,7 +182,15 @@ def build_problem(config: RunConfig):
         kwargs.setdefault("vocab_size", data.info["vocab_size"])
         kwargs.setdefault("seq_len", data.info["seq_len"])
         kwargs.setdefault("out_dim", data.targets.shape[1])
-    model = build_model(config.model, seed=config.seed, dtype=dtype, **kwargs)
+    return build_model(config.model, seed=config.seed, dtype=dtype, **kwargs).to(config.device)
+
+
+def build_problem(config: RunConfig):
+    """The model and the loss of θ on the full batch (a ``loss_of_params`` function)."""
+    data = build_data(config)
+    model = build_model_for(config, data)
+    if data is None:
+        return model, loss_of_params(model, lambda out, _y: out, None, None)
     return model, loss_of_params(model, mse, data.inputs, data.targets)
 
 

@@ -25,6 +25,8 @@ MEASUREMENTS = ("lambda_max_H", "lambda_max_pre", "lambda_grad", "alignment", "d
 """What the tracker can measure; ``alignment`` needs ``lambda_max_pre``."""
 PRECONDITIONED = ("lambda_max_pre", "alignment", "decoupling")
 TRACKER_SOLVERS = ("engine", *SOLVERS)
+ENGINE_MIN_PARAMETERS = 6
+"""Below this many parameters (the 1-D quadratic) the dense eigendecomposition is cheaper."""
 """``"engine"``: :class:`~utils.engine.TrackingEngine` (batched, warm-started LOBPCG rounds, the
 default); the others solve each quantity separately with :func:`~utils.curvature.top_eigenpair`."""
 
@@ -53,7 +55,8 @@ class CurvatureTracker:
 
     def _solve(self, key: str, operator) -> EigenResult:
         v0, scale = self._warm.get(key, (None, None))
-        result = top_eigenpair(operator, v0, tol=self.tol, solver=self.solver, seed=self.seed,
+        solver = "dense" if self.solver == "engine" else self.solver  # engine: tiny n only
+        result = top_eigenpair(operator, v0, tol=self.tol, solver=solver, seed=self.seed,
                                scale=scale)
         if math.isfinite(result.value) and bool(torch.isfinite(result.vector).all()):
             self._warm[key] = (result.vector, abs(result.value))
@@ -73,7 +76,7 @@ class CurvatureTracker:
             return {"hvps": 0}
         d = None if state is None else state.preconditioner
         c = 1.0 if state is None else state.c
-        if self.solver == "engine":
+        if self.solver == "engine" and hessian.n >= ENGINE_MIN_PARAMETERS:
             row.update(self._measure_with_engine(hessian, d, c))
         else:
             row.update(self._measure_separately(hessian, d, c))

@@ -1,0 +1,330 @@
+"""What curvature tracking costs, measured side by side in one process (``make bench``).
+
+1. Tracking cost per step on the fully connected chapter model (chapter 1's defaults): a plain
+   Adam step, then the same steps tracked by our engine (λ_max(Ĥ) warm-started, λ_grad in all
+   forms, alignment), by a cold ``eigsh`` per step, and by cold power iteration to a relative
+   change of 1e-3 (PyHessian's rule) — each from the same snapshot of model and optimizer, so
+   every method follows the same trajectory. Every tracked λ_max(Ĥ) is compared with a dense
+   eigendecomposition of the same step's Ĥ (computed outside the timers).
+2. K seeds batched into one run (``utils.seeds``) against one seed, K = 1, 4, 16, 64.
+3. The wall time of each chapter's default papermill run (``--chapters``).
+
+Timings are medians of per-step times, with ``torch.set_num_threads`` fixed; ratios, not
+seconds, are what transfers between machines. Results: ``_build/bench/results.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from utils.adam_state import read_adam_state
+from utils.chapters import chapter_defaults
+from utils.curvature import PreconditionedHessian, gradient_curvatures, top_eigenpair
+from utils.engine import TrackingEngine
+from utils.hvp import LossHessian, loss_of_params, math_attention
+from utils.losses import mse
+from utils.rerun import chapter_names
+from utils.runs import REPO_ROOT, RunConfig, build_data, build_problem, check_device
+from utils.seeds import run_seeds
+
+OUT = REPO_ROOT / "_build" / "bench" / "results.json"
+
+
+def chapter1_config(device: str) -> RunConfig:
+    """The fully connected chapter model: chapter 1's parameters cell, as its notebook builds it."""
+    p = chapter_defaults("01_v_decay")
+    return RunConfig(model="mlp", model_kwargs=dict(width=p["width"], depth=p["depth"],
+                                                    activation=p["activation"]),
+                     data="sin", data_kwargs=dict(n_points=p["n_points"]), lr=p["lr"],
+                     beta1=p["beta1"], beta2=p["beta2"], eps=p["eps"], seed=p["seed"],
+                     dtype=p["dtype"], device=device, progress=False)
+
+
+def machine(threads: int, device: str) -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": threads,
+            "python": platform.python_version(), "torch": torch.__version__,
+            "platform": platform.platform(), "device": device}
+    if device.startswith("cuda"):
+        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return info
+
+
+def _sync(device):
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+# ---- 1. tracking cost ----------------------------------------------------------------------
+
+def power_iteration(op, n, tol=1e-3, max_iter=1000, seed=0):
+    """PyHessian's rule: power iteration from a random vector until the eigenvalue estimate
+    changes by less than ``tol`` relative. Returns (value, products)."""
+    gen = torch.Generator().manual_seed(seed)
+    v = torch.randn(n, generator=gen, dtype=torch.float64)
+    v = v / v.norm()
+    value, used = None, 0
+    for _ in range(max_iter):
+        w = op.matvec(v.to(op.hessian.dtype)).to(torch.float64).cpu()
+        used += 1
+        new = float(v @ w)
+        v = w / w.norm()
+        if value is not None and abs(new - value) <= tol * abs(value) + 1e-30:
+            return new, used
+        value = new
+    return value, used
+
+
+def dense_top(hessian, d, c):
+    """λ_max(Ĥ) from the dense Hessian (outside every timer)."""
+    eye = torch.eye(hessian.n, dtype=hessian.dtype, device=hessian.device)
+    h = torch.cat([hessian.matmat(eye[i:i + 64]) for i in range(0, hessian.n, 64)])
+    sd = d.sqrt()
+    s = c * sd[:, None] * h * sd[None, :]
+    return float(torch.linalg.eigvalsh((s + s.T) / 2)[-1])
+
+
+def tracking_cost(config: RunConfig, warmup: int, steps: int, cold_steps: int, tol: float):
+    """Per-step medians (ms), HVPs per step and max relative error vs dense, per method."""
+    torch.manual_seed(0)
+    model, loss_fn = build_problem(config)
+    params = dict(model.named_parameters())
+    opt = torch.optim.Adam(params.values(), lr=config.lr, betas=(config.beta1, config.beta2),
+                           eps=config.eps)
+    for _ in range(warmup):  # into the regime the chapters study: v decaying, spikes
+        with math_attention():
+            grads = torch.autograd.grad(loss_fn(params), list(params.values()))
+        for p, g in zip(params.values(), grads):
+            p.grad = g
+        opt.step()
+    snapshot = (copy.deepcopy(model), copy.deepcopy(opt.state_dict()))
+
+    data = build_data(config)
+
+    def fresh():
+        """Model, optimizer and loss restored from the snapshot: every method starts here."""
+        m = copy.deepcopy(snapshot[0])
+        ps = dict(m.named_parameters())
+        o = torch.optim.Adam(ps.values(), lr=config.lr, betas=(config.beta1, config.beta2),
+                             eps=config.eps)
+        o.load_state_dict(copy.deepcopy(snapshot[1]))
+        return ps, o, loss_of_params(m, mse, data.inputs, data.targets)
+
+    results, reference, losses = {}, {}, {}
+
+    # plain Adam steps
+    ps, o, lf = fresh()
+    times = []
+    for t in range(steps):
+        _sync(config.device)
+        a = time.perf_counter()
+        with math_attention():
+            loss = lf(ps)
+            grads = torch.autograd.grad(loss, list(ps.values()))
+        for p, g in zip(ps.values(), grads):
+            p.grad = g
+        o.step()
+        _sync(config.device)
+        times.append(time.perf_counter() - a)
+        losses.setdefault("plain", []).append(float(loss))
+    results["plain"] = {"ms_per_step": 1e3 * statistics.median(times)}
+
+    def tracked(name, measure_fn, n_steps, with_reference=False):
+        ps, o, lf = fresh()
+        times, hvps, values = [], [], []
+        for t in range(n_steps):
+            _sync(config.device)
+            a = time.perf_counter()
+            hessian = LossHessian(lf, ps)
+            for p, g in zip(ps.values(), hessian.unflatten(hessian.gradient)):
+                p.grad = g.detach().clone()
+            o.step()
+            state = read_adam_state(o)
+            value = measure_fn(hessian, state)
+            _sync(config.device)
+            times.append(time.perf_counter() - a)
+            hvps.append(hessian.n_hvps)
+            values.append(value)
+            losses.setdefault(name, []).append(float(hessian.loss))
+            if with_reference:
+                reference[t] = dense_top(hessian, state.preconditioner, state.c)
+        errors = [abs(v - reference[t]) / abs(reference[t]) for t, v in enumerate(values)]
+        results[name] = {"ms_per_step": 1e3 * statistics.median(times),
+                         "hvps_per_step": float(np.mean(hvps)),
+                         "max_rel_error_lambda_max": float(max(errors)),
+                         "steps": n_steps}
+
+    engine = TrackingEngine(tol=tol)
+
+    def ours(hessian, state):
+        out = engine.step(lambda v: hessian.matmat(v[:, 0]).unsqueeze(1), hessian.gradient[None],
+                          state.preconditioner[None], state.c)
+        return float(out.lambda_max_pre)
+
+    def cold_eigsh(hessian, state):
+        res = top_eigenpair(PreconditionedHessian(hessian, state.preconditioner, state.c),
+                            None, tol=tol, solver="eigsh")
+        gradient_curvatures(hessian, state.preconditioner, state.c)
+        return res.value
+
+    def cold_power(hessian, state):
+        value, _ = power_iteration(PreconditionedHessian(hessian, state.preconditioner, state.c),
+                                   hessian.n, tol=tol)
+        gradient_curvatures(hessian, state.preconditioner, state.c)
+        return value
+
+    tracked("ours", ours, steps, with_reference=True)
+    tracked("cold_eigsh", cold_eigsh, cold_steps)
+    tracked("cold_power", cold_power, cold_steps)
+    for name in ("ours", "cold_eigsh", "cold_power"):  # the same trajectory for every method
+        n = len(losses[name])
+        if not np.allclose(losses[name], losses["plain"][:n], rtol=1e-12, atol=0):
+            raise RuntimeError(f"{name} left the plain trajectory: the comparison is invalid")
+    plain = results["plain"]["ms_per_step"]
+    for name in ("ours", "cold_eigsh", "cold_power"):
+        results[name]["cost_ratio"] = results[name]["ms_per_step"] / plain
+    return results
+
+
+def pass_costs(config: RunConfig, repeats: int = 200) -> dict:
+    """Median time (ms) of the passes a step is made of, at the initial parameters."""
+    model, loss_fn = build_problem(config)
+    params = dict(model.named_parameters())
+    hessian = LossHessian(loss_fn, params)
+    gen = torch.Generator().manual_seed(0)
+    v = torch.randn(4, hessian.n, generator=gen, dtype=torch.float64).to(hessian.gradient)
+
+    def gradient():
+        with math_attention():
+            torch.autograd.grad(loss_fn(params), list(params.values()))
+
+    def median_ms(fn):
+        fn()
+        times = []
+        for _ in range(repeats):
+            _sync(config.device)
+            a = time.perf_counter()
+            fn()
+            _sync(config.device)
+            times.append(time.perf_counter() - a)
+        return 1e3 * statistics.median(times)
+
+    return {"gradient": median_ms(gradient),
+            "graph_for_hvps": median_ms(lambda: LossHessian(loss_fn, params)),
+            "one_hvp": median_ms(lambda: hessian.matvec(v[0])),
+            "four_hvps_batched": median_ms(lambda: hessian.matmat(v)),
+            "n_params": hessian.n}
+
+
+# ---- 2. seeds batched ----------------------------------------------------------------------
+
+def seed_batching(config: RunConfig, steps: int, ks=(1, 4, 16, 64)):
+    """Wall time of K seeds in one batched run (tracked every step) over that of one seed."""
+    cfg = replace(config, steps=steps, track_every=1,
+                  measure=("lambda_max_pre", "lambda_grad", "alignment", "decoupling"))
+    seconds = {}
+    for k in ks:
+        _sync(config.device)
+        a = time.perf_counter()
+        run_seeds(cfg, list(range(k)))
+        _sync(config.device)
+        seconds[k] = time.perf_counter() - a
+    return {str(k): {"seconds": s, "ratio_to_one_seed": s / seconds[ks[0]]}
+            for k, s in seconds.items()}
+
+
+# ---- 3. chapters ---------------------------------------------------------------------------
+
+def chapter_times():
+    """Wall time of ``papermill`` on each chapter with its defaults (kernel start included)."""
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in chapter_names():
+            a = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "papermill", f"notebooks/{name}.ipynb",
+                            f"{tmp}/{name}.ipynb", "-k", "python3", "--cwd", "notebooks",
+                            "-p", "output_dir", f"{tmp}/{name}", "--log-level", "ERROR"],
+                           cwd=REPO_ROOT, check=True, capture_output=True)
+            out[name] = time.perf_counter() - a
+    return out
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=1200, help="untimed steps before timing")
+    parser.add_argument("--steps", type=int, default=300, help="timed steps (ours, plain)")
+    parser.add_argument("--cold-steps", type=int, default=60, help="timed steps (cold methods)")
+    parser.add_argument("--seed-steps", type=int, default=100)
+    parser.add_argument("--tol", type=float, default=1e-3)
+    parser.add_argument("--chapters", action="store_true", help="also time every chapter")
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args(argv)
+    check_device(args.device)
+    torch.set_num_threads(args.threads)
+    config = chapter1_config(args.device)
+    print(f"benchmarking on {args.device} with {args.threads} threads ...", file=sys.stderr)
+    passes = pass_costs(config)
+    cost = tracking_cost(config, args.warmup, args.steps, args.cold_steps, args.tol)
+    seeds = seed_batching(config, args.seed_steps)
+    results = {
+        "tracking_cost_ratio": cost["ours"]["cost_ratio"],
+        "cold_eigsh_cost_ratio": cost["cold_eigsh"]["cost_ratio"],
+        "cold_power_cost_ratio": cost["cold_power"]["cost_ratio"],
+        "hvps_per_step": cost["ours"]["hvps_per_step"],
+        "cold_eigsh_hvps_per_step": cost["cold_eigsh"]["hvps_per_step"],
+        "cold_power_hvps_per_step": cost["cold_power"]["hvps_per_step"],
+        "max_rel_error_lambda_max": cost["ours"]["max_rel_error_lambda_max"],
+        "seed_batch_ratio_16": seeds["16"]["ratio_to_one_seed"],
+        "machine": machine(args.threads, args.device),
+        "model": {"chapter": "01_v_decay", **{k: v for k, v in vars(config).items()
+                                              if k in ("model", "model_kwargs", "data",
+                                                       "data_kwargs", "lr", "dtype")}},
+        "settings": {k: getattr(args, k) for k in ("warmup", "steps", "cold_steps",
+                                                   "seed_steps", "tol")},
+        "tracking": cost,
+        "pass_ms": passes,
+        "seed_batching": seeds,
+        "hessian_eigenthings": "not measured: the PyPI release (1.0.0a5) is a rewrite whose "
+                               "API we have not adapted to; it solves H, not Ĥ, in any case",
+    }
+    if args.chapters:
+        results["chapter_seconds"] = chapter_times()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+    table = pd.DataFrame({name: {"ms/step": r["ms_per_step"],
+                                 "× plain step": r.get("cost_ratio", 1.0),
+                                 "HVPs/step": r.get("hvps_per_step", 0.0),
+                                 "max rel. error": r.get("max_rel_error_lambda_max", float("nan"))}
+                          for name, r in cost.items()}).T
+    print(table.to_string(float_format=lambda x: f"{x:.3g}"))
+    print(pd.DataFrame(seeds).T.to_string(float_format=lambda x: f"{x:.3g}"))
+    if args.chapters:
+        print(pd.Series(results["chapter_seconds"], name="seconds").to_string())
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
