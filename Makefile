@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 CHAPTERS  := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
-NOTEBOOKS := book/intro.ipynb book/rerun.ipynb $(CHAPTERS)
+NOTEBOOKS := book/intro.ipynb book/rerun.ipynb $(CHAPTERS) book/measurements.ipynb
 export OMP_NUM_THREADS ?= 2
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
@@ -79,6 +79,8 @@ clean:
 	rm -rf _build
 
 # Benchmarks (not part of `make test`): ratios measured side by side, written to
-# _build/bench/results.json. `make bench ARGS="--chapters"` also times every chapter.
+# _build/bench/results.json. `make bench ARGS="--chapters"` also times every chapter;
+# `make bench ARGS="--device cuda"` runs it on a GPU. The appendix page reads the copy in
+# data/bench/results.json: copy a new result there (with its machine) to publish it.
 bench: setup
 	$(PY) benchmarks/bench_tracking.py $(ARGS)

@@ -47,8 +47,9 @@ class StepCurvature:
     eigenvector u of S (K, n). right_vector_pre: the unit right-eigenvector D^{1/2} u of Ĥ.
     lambda_max_H, residual_H: the same for H when tracked (else None). lambda_grad_H,
     lambda_grad_pre_a, lambda_grad_pre: the gradient-directional curvatures. cos_grad_top,
-    cos_grad_top_sym: the alignment cosines. hvps: products used this step (all seeds
-    together count once per seed-batched product). rounds: batched passes this step.
+    cos_grad_top_sym: the alignment cosines. hvps: Hessian-vector products this step, summed
+    over seeds (one product on the stacked model counts K). rounds: batched passes this step.
+    converged: the relative residual of λ_max(Ĥ) is within ``tol``.
     """
 
     lambda_max_pre: torch.Tensor
