@@ -188,18 +188,30 @@ def gradient_curvatures(hessian: LossHessian, preconditioner: torch.Tensor | Non
     NaN where g = 0. With D = None, D = I.
     """
     g = hessian.gradient
-    gg = float(g @ g)
-    if gg == 0.0 or not math.isfinite(gg):
-        return dict.fromkeys(["lambda_grad_H", "lambda_grad_pre_a", "lambda_grad_pre"],
-                             float("nan"))
     d = torch.ones_like(g) if preconditioner is None else preconditioner.to(g.dtype)
-    hg = hessian.matvec(g)
     dg = d * g
-    hdg = hessian.matvec(dg)
+    values = curvatures_along_gradient(g, dg, hessian.matvec(g), hessian.matvec(dg), c)
+    return {k: float(v) for k, v in values.items()}
+
+
+def curvatures_along_gradient(g, dg, hg, hdg, c) -> dict[str, torch.Tensor]:
+    """λ_grad(H) and forms (A), (B) of λ_grad(Ĥ) from g, D g and the products H g, H (D g).
+
+    Vectors have shape (..., n) (a leading seed axis is allowed); ``c`` is a float or has the
+    leading shape. Each result has the leading shape; NaN where g = 0 or is not finite.
+    """
+    def dot(a, b):
+        return (a * b).sum(-1)
+
+    gg = dot(g, g)
+    ok = (gg > 0) & torch.isfinite(gg)
+    one = torch.ones_like(gg)
+    nan = torch.full_like(gg, math.nan)
+    gg_safe, gdg_safe = torch.where(ok, gg, one), torch.where(ok, dot(g, dg), one)
     return {
-        "lambda_grad_H": float(g @ hg) / gg,
-        "lambda_grad_pre_a": c * float(dg @ hg) / gg,
-        "lambda_grad_pre": c * float(dg @ hdg) / float(g @ dg),
+        "lambda_grad_H": torch.where(ok, dot(g, hg) / gg_safe, nan),
+        "lambda_grad_pre_a": torch.where(ok, c * dot(dg, hg) / gg_safe, nan),
+        "lambda_grad_pre": torch.where(ok, c * dot(dg, hdg) / gdg_safe, nan),
     }
 
 

@@ -20,11 +20,11 @@ Rayleigh–Ritz problems are solved per seed in float64.
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
+from .curvature import curvatures_along_gradient
 from .validation import check_number
 
 BIG = 1e300
@@ -36,7 +36,6 @@ class EigenTrack:
 
     x: torch.Tensor | None = None
     p: torch.Tensor | None = None
-    rounds: list = field(default_factory=list)
 
 
 @dataclass
@@ -160,13 +159,7 @@ class TrackingEngine:
         out = apply_h(torch.stack(requests))
         hvps, rounds = len(requests) * K, 1
         hg, hdg = out[0], out[1]
-        gg, gdg = _dot(g, g), _dot(g, d * g)
-        cs = c[:, 0]
-        nan = torch.full_like(gg, math.nan)
-        ok = (gg > 0) & torch.isfinite(gg)
-        lam_grad_h = torch.where(ok, _dot(g, hg) / gg.where(ok, torch.ones_like(gg)), nan)
-        lam_grad_a = torch.where(ok, cs * _dot(d * g, hg) / gg.where(ok, torch.ones_like(gg)), nan)
-        lam_grad_b = torch.where(ok, cs * _dot(d * g, hdg) / gdg.where(ok, torch.ones_like(gg)), nan)
+        lam_grad = curvatures_along_gradient(g, d * g, hg, hdg, c[:, 0])
 
         state = {}
         for key, (s, ck) in ops.items():
@@ -214,7 +207,6 @@ class TrackingEngine:
             finite = torch.isfinite(u).all(dim=-1, keepdim=True)
             t.p = torch.where(finite, u - t.x, torch.zeros_like(u)) if t.x is not None else None
             t.x = torch.where(finite, u, t.x)
-            t.rounds.append(rounds)
             results[key] = (theta, res, u)
 
         theta, res, u = results["pre"]
@@ -223,7 +215,7 @@ class TrackingEngine:
         gs = sd * g
         return StepCurvature(
             lambda_max_pre=theta, residual_pre=res, vector_pre=u, right_vector_pre=right,
-            lambda_grad_H=lam_grad_h, lambda_grad_pre_a=lam_grad_a, lambda_grad_pre=lam_grad_b,
+            **lam_grad,
             cos_grad_top=_dot(g, right).abs() / gn,
             cos_grad_top_sym=_dot(gs, u).abs() / gs.norm(dim=-1).clamp_min(1e-300),
             hvps=hvps, rounds=rounds, converged=res <= self.tol,
