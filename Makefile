@@ -83,4 +83,5 @@ clean:
 # `make bench ARGS="--device cuda"` runs it on a GPU. The appendix page reads the copy in
 # data/bench/results.json: copy a new result there (with its machine) to publish it.
 bench: setup
+	$(PY) -m pip install --quiet --no-deps -r benchmarks/requirements.txt
 	$(PY) benchmarks/bench_tracking.py $(ARGS)
