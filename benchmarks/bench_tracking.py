@@ -34,7 +34,7 @@ import torch
 from utils.adam_state import read_adam_state
 from utils.chapters import chapter_defaults
 from utils.curvature import PreconditionedHessian, gradient_curvatures, top_eigenpair
-from utils.engine import TrackingEngine
+from utils.engine import TrackingEngine, single_model
 from utils.hvp import LossHessian, loss_of_params, math_attention
 from utils.losses import mse
 from utils.rerun import chapter_names
@@ -185,7 +185,7 @@ def tracking_cost(config: RunConfig, warmup: int, steps: int, cold_steps: int, t
     engine = TrackingEngine(tol=tol)
 
     def ours(hessian, state):
-        out = engine.step(lambda v: hessian.matmat(v[:, 0]).unsqueeze(1), hessian.gradient[None],
+        out = engine.step(single_model(hessian), hessian.gradient[None],
                           state.preconditioner[None], state.c)
         return float(out.lambda_max_pre)
 

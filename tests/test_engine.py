@@ -7,13 +7,8 @@ import torch
 
 from conftest import adam_after, tiny_mlp_problem
 from utils.adam_state import read_adam_state
-from utils.engine import TrackingEngine, rayleigh_ritz
+from utils.engine import TrackingEngine, rayleigh_ritz, single_model
 from utils.hvp import LossHessian
-
-
-def apply_single(hess):
-    """apply_h for one model (K = 1): (m, 1, n) -> (m, 1, n) through one batched pass."""
-    return lambda v: hess.matmat(v[:, 0]).unsqueeze(1)
 
 
 @pytest.mark.parametrize("fixture", ["tiny_mlp", "tiny_cnn", "tiny_transformer"])
@@ -53,7 +48,7 @@ def test_engine_tracks_dense_values_along_an_adam_run():
         opt.step()
         state = read_adam_state(opt)
         d, c, g, h = state.preconditioner, state.c, hess.gradient, hess.dense()
-        out = engine.step(apply_single(hess), g[None], d[None], c)
+        out = engine.step(single_model(hess), g[None], d[None], c)
         sd = d.sqrt()
         s = c * sd[:, None] * h * sd[None, :]
         top = torch.linalg.eigvalsh((s + s.T) / 2)[-1].item()
@@ -76,6 +71,6 @@ def test_engine_counts_products_and_rounds():
     model, loss_fn = tiny_mlp_problem(seed=2)
     hess = LossHessian(loss_fn, dict(model.named_parameters()))
     engine = TrackingEngine()
-    out = engine.step(apply_single(hess), hess.gradient[None], None, 1.0)
+    out = engine.step(single_model(hess), hess.gradient[None], None, 1.0)
     assert out.hvps == hess.n_hvps
     assert out.rounds >= 1 and math.isfinite(out.lambda_max_pre.item())

@@ -67,6 +67,12 @@ class StepCurvature:
     residual_H: torch.Tensor | None = None
 
 
+def single_model(hessian):
+    """``apply_h`` for one model (K = 1) from a :class:`~utils.hvp.LossHessian`:
+    V (m, 1, n) -> H V (m, 1, n) through :meth:`~utils.hvp.LossHessian.matmat`."""
+    return lambda v: hessian.matmat(v[:, 0]).unsqueeze(1)
+
+
 def _dot(a, b):
     return (a * b).sum(-1)
 

@@ -28,6 +28,7 @@ from .hvp import LossHessian, math_attention
 from .losses import mse
 from .runs import RunConfig, RunResult, build_data, build_model_for
 from .spikes import detect_spikes
+from .tracker import engine_columns
 from .validation import check_number
 
 
@@ -161,18 +162,8 @@ def run_seeds(config: RunConfig, seeds) -> list[RunResult]:
 
 def _per_seed_columns(out, measure, g, v_prev, v_new) -> dict[str, list[float]]:
     """The engine's per-seed tensors as metric columns (lists of K floats), as ``run`` names them."""
-    cols = {}
-    if "lambda_max_H" in measure:
-        cols.update(lambda_max_H=out.lambda_max_H, eig_residual_H=out.residual_H)
-    if "lambda_max_pre" in measure:
-        cols.update(lambda_max_pre=out.lambda_max_pre, eig_residual_pre=out.residual_pre,
-                    eig_converged_pre=out.converged.to(out.lambda_max_pre.dtype))
-    if "alignment" in measure:
-        cols.update(cos_grad_top=out.cos_grad_top, cos_grad_top_sym=out.cos_grad_top_sym)
-    if "lambda_grad" in measure:
-        cols.update(lambda_grad_H=out.lambda_grad_H, lambda_grad_pre_a=out.lambda_grad_pre_a,
-                    lambda_grad_pre=out.lambda_grad_pre)
-    cols = {k: [float(x) for x in v.detach().cpu()] for k, v in cols.items()}
+    cols = {name: [float(x) for x in values.detach().cpu()]
+            for name, values in engine_columns(out, measure).items()}
     K = g.shape[0]
     if "decoupling" in measure and v_prev is not None:
         stats = [decoupling_statistics(g[k], v_prev[k], v_new[k]) for k in range(K)]

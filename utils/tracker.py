@@ -17,7 +17,7 @@ import torch
 from .adam_state import AdamState, decoupling_statistics
 from .curvature import (SOLVERS, EigenResult, PreconditionedHessian, alignment,
                         gradient_curvatures, top_eigenpair)
-from .engine import TrackingEngine
+from .engine import StepCurvature, TrackingEngine, single_model
 from .hvp import LossHessian
 from .validation import check_choice, check_number
 
@@ -25,10 +25,10 @@ MEASUREMENTS = ("lambda_max_H", "lambda_max_pre", "lambda_grad", "alignment", "d
 """What the tracker can measure; ``alignment`` needs ``lambda_max_pre``."""
 PRECONDITIONED = ("lambda_max_pre", "alignment", "decoupling")
 TRACKER_SOLVERS = ("engine", *SOLVERS)
-ENGINE_MIN_PARAMETERS = 6
-"""Below this many parameters (the 1-D quadratic) the dense eigendecomposition is cheaper."""
 """``"engine"``: :class:`~utils.engine.TrackingEngine` (batched, warm-started LOBPCG rounds, the
 default); the others solve each quantity separately with :func:`~utils.curvature.top_eigenpair`."""
+ENGINE_MIN_PARAMETERS = 6
+"""Below this many parameters (the 1-D quadratic) the dense eigendecomposition is cheaper."""
 
 
 class CurvatureTracker:
@@ -87,23 +87,9 @@ class CurvatureTracker:
                 for k, v in row.items()}
 
     def _measure_with_engine(self, hessian: LossHessian, d, c) -> dict:
-        out = self.engine.step(lambda v: hessian.matmat(v[:, 0]).unsqueeze(1),
-                               hessian.gradient[None], None if d is None else d[None], c)
-        row, ms = {}, self.measure_set
-        if "lambda_max_H" in ms:
-            row.update(lambda_max_H=out.lambda_max_H.item(), eig_residual_H=out.residual_H.item())
-        if "lambda_max_pre" in ms:
-            row.update(lambda_max_pre=out.lambda_max_pre.item(),
-                       eig_residual_pre=out.residual_pre.item(),
-                       eig_converged_pre=float(out.converged.item()))
-        if "alignment" in ms:
-            row.update(cos_grad_top=out.cos_grad_top.item(),
-                       cos_grad_top_sym=out.cos_grad_top_sym.item())
-        if "lambda_grad" in ms:
-            row.update(lambda_grad_H=out.lambda_grad_H.item(),
-                       lambda_grad_pre_a=out.lambda_grad_pre_a.item(),
-                       lambda_grad_pre=out.lambda_grad_pre.item())
-        return row
+        out = self.engine.step(single_model(hessian), hessian.gradient[None],
+                               None if d is None else d[None], c)
+        return {k: v.item() for k, v in engine_columns(out, self.measure_set).items()}
 
     def _measure_separately(self, hessian: LossHessian, d, c) -> dict:
         row = {}
@@ -120,3 +106,20 @@ class CurvatureTracker:
         if "lambda_grad" in self.measure_set:
             row.update(gradient_curvatures(hessian, d, c))
         return row
+
+
+def engine_columns(out: StepCurvature, measure) -> dict[str, torch.Tensor]:
+    """The requested quantities of one engine step, named as the metrics columns, each a
+    tensor of shape (K,) (one value per seed)."""
+    cols = {}
+    if "lambda_max_H" in measure:
+        cols.update(lambda_max_H=out.lambda_max_H, eig_residual_H=out.residual_H)
+    if "lambda_max_pre" in measure:
+        cols.update(lambda_max_pre=out.lambda_max_pre, eig_residual_pre=out.residual_pre,
+                    eig_converged_pre=out.converged.to(out.lambda_max_pre.dtype))
+    if "alignment" in measure:
+        cols.update(cos_grad_top=out.cos_grad_top, cos_grad_top_sym=out.cos_grad_top_sym)
+    if "lambda_grad" in measure:
+        cols.update(lambda_grad_H=out.lambda_grad_H, lambda_grad_pre_a=out.lambda_grad_pre_a,
+                    lambda_grad_pre=out.lambda_grad_pre)
+    return cols
