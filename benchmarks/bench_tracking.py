@@ -42,6 +42,8 @@ from utils.runs import REPO_ROOT, RunConfig, build_data, build_problem, check_de
 from utils.seeds import run_seeds
 
 OUT = REPO_ROOT / "_build" / "bench" / "results.json"
+INTERLEAVE_CHUNK = 20
+"""Steps each method takes before the next method's turn (see :func:`interleaved`)."""
 EIGENTHINGS_STEPS = 20
 """Lanczos steps for hessian-eigenthings (it runs a fixed number; 20 is its default for k = 10)."""
 
@@ -138,49 +140,38 @@ def tracking_cost(config: RunConfig, warmup: int, steps: int, cold_steps: int, t
         o.load_state_dict(copy.deepcopy(snapshot[1]))
         return ps, o, loss_of_params(m, mse, data.inputs, data.targets)
 
-    results, reference, losses = {}, {}, {}
-
-    # plain Adam steps
-    ps, o, lf = fresh()
-    times = []
-    for t in range(steps):
-        _sync(config.device)
-        a = time.perf_counter()
-        with math_attention():
-            loss = lf(ps)
-            grads = torch.autograd.grad(loss, list(ps.values()))
-        for p, g in zip(ps.values(), grads):
-            p.grad = g
-        o.step()
-        _sync(config.device)
-        times.append(time.perf_counter() - a)
-        losses.setdefault("plain", []).append(float(loss.detach()))
-    results["plain"] = {"ms_per_step": 1e3 * statistics.median(times)}
-
-    def tracked(name, measure_fn, n_steps, with_reference=False):
+    def plain():
+        """Plain Adam steps: yields (seconds, loss, None, 0) per step."""
         ps, o, lf = fresh()
-        times, hvps, values = [], [], []
-        for t in range(n_steps):
+        while True:
+            _sync(config.device)
+            a = time.perf_counter()
+            with math_attention():
+                loss = lf(ps)
+                grads = torch.autograd.grad(loss, list(ps.values()))
+            for p, g in zip(ps.values(), grads):
+                p.grad = g
+            o.step()
+            _sync(config.device)
+            yield time.perf_counter() - a, float(loss.detach()), None, 0
+
+    def tracked(measure_fn):
+        """Tracked steps: yields (seconds, loss, λ_max(Ĥ) measured, HVPs) per step."""
+        ps, o, lf = fresh()
+        while True:
             _sync(config.device)
             a = time.perf_counter()
             hessian = LossHessian(lf, ps)
             for p, g in zip(ps.values(), hessian.unflatten(hessian.gradient)):
                 p.grad = g.detach().clone()
             o.step()
-            state = read_adam_state(o)
-            value = measure_fn(hessian, state)
+            value = measure_fn(hessian, read_adam_state(o))
             _sync(config.device)
-            times.append(time.perf_counter() - a)
-            hvps.append(hessian.n_hvps)
-            values.append(value)
-            losses.setdefault(name, []).append(float(hessian.loss))
-            if with_reference:
-                reference[t] = dense_top(hessian, state.preconditioner, state.c)
-        errors = [abs(v - reference[t]) / abs(reference[t]) for t, v in enumerate(values)]
-        results[name] = {"ms_per_step": 1e3 * statistics.median(times),
-                         "hvps_per_step": float(np.mean(hvps)),
-                         "max_rel_error_lambda_max": float(max(errors)),
-                         "steps": n_steps}
+            yield time.perf_counter() - a, float(hessian.loss), value, hessian.n_hvps
+
+    # The dense reference, in a pass of its own: its n products between two timed steps
+    # would leave the caches cold for the next one.
+    reference = reference_values(fresh, steps)
 
     engine = TrackingEngine(tol=tol)
 
@@ -210,21 +201,56 @@ def tracking_cost(config: RunConfig, warmup: int, steps: int, cold_steps: int, t
         gradient_curvatures(hessian, state.preconditioner, state.c)
         return float(res.eigenvalues[0])
 
-    methods = ["ours", "cold_eigsh", "cold_power"]
-    tracked("ours", ours, steps, with_reference=True)
-    tracked("cold_eigsh", cold_eigsh, cold_steps)
-    tracked("cold_power", cold_power, cold_steps)
+    runners = {"plain": (plain(), steps), "ours": (tracked(ours), steps),
+               "cold_eigsh": (tracked(cold_eigsh), cold_steps),
+               "cold_power": (tracked(cold_power), cold_steps)}
     if hessian_eigenthings is not None:
-        tracked("cold_eigenthings", cold_eigenthings, cold_steps)
-        methods.append("cold_eigenthings")
-    for name in methods:  # the same trajectory for every method
-        n = len(losses[name])
-        if not np.allclose(losses[name], losses["plain"][:n], rtol=1e-12, atol=0):
-            raise RuntimeError(f"{name} left the plain trajectory: the comparison is invalid")
-    plain = results["plain"]["ms_per_step"]
-    for name in methods:
-        results[name]["cost_ratio"] = results[name]["ms_per_step"] / plain
+        runners["cold_eigenthings"] = (tracked(cold_eigenthings), cold_steps)
+    records = interleaved(runners, chunk=INTERLEAVE_CHUNK)
+
+    results = {}
+    for name, rows in records.items():
+        seconds, losses, values, hvps = (list(col) for col in zip(*rows))
+        # the same trajectory for every method, or the comparison is invalid
+        if not np.allclose(losses, reference["losses"][:len(losses)], rtol=1e-12, atol=0):
+            raise RuntimeError(f"{name} left the reference trajectory: the comparison is invalid")
+        results[name] = {"ms_per_step": 1e3 * statistics.median(seconds), "steps": len(rows)}
+        if name != "plain":
+            top = reference["lambda_max_pre"]
+            results[name].update(
+                hvps_per_step=float(np.mean(hvps)),
+                max_rel_error_lambda_max=max(abs(v - top[t]) / abs(top[t])
+                                             for t, v in enumerate(values)),
+                cost_ratio=results[name]["ms_per_step"] / results["plain"]["ms_per_step"])
     return results
+
+
+def interleaved(runners: dict, chunk: int) -> dict[str, list]:
+    """Take ``chunk`` steps of each runner in turn until each has taken its count: slow drifts
+    of the machine's speed then fall on every method alike. runners: name -> (generator,
+    steps). Returns name -> the list of what its generator yielded."""
+    records = {name: [] for name in runners}
+    while any(len(records[k]) < n for k, (_, n) in runners.items()):
+        for name, (gen, n) in runners.items():
+            for _ in range(min(chunk, n - len(records[name]))):
+                records[name].append(next(gen))
+    return records
+
+
+def reference_values(fresh, steps: int) -> dict[str, list[float]]:
+    """The tracked trajectory's losses and dense λ_max(Ĥ) at each of its first ``steps``
+    steps (untimed; the step as in the timed runs, so the trajectory is the same)."""
+    ps, o, lf = fresh()
+    out = {"losses": [], "lambda_max_pre": []}
+    for _ in range(steps):
+        hessian = LossHessian(lf, ps)
+        for p, g in zip(ps.values(), hessian.unflatten(hessian.gradient)):
+            p.grad = g.detach().clone()
+        o.step()
+        state = read_adam_state(o)
+        out["losses"].append(float(hessian.loss))
+        out["lambda_max_pre"].append(dense_top(hessian, state.preconditioner, state.c))
+    return out
 
 
 def pass_costs(config: RunConfig, repeats: int = 200) -> dict:

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from conftest import adam_after, tiny_mlp_problem
+from conftest import tiny_mlp_problem
 from utils.adam_state import read_adam_state
 from utils.engine import TrackingEngine, rayleigh_ritz, single_model
 from utils.hvp import LossHessian
@@ -27,7 +27,8 @@ def test_rayleigh_ritz_recovers_the_top_pair_of_a_full_basis():
     a = torch.randn(5, 5, generator=gen, dtype=torch.float64)
     s = a + a.T
     basis = torch.cat([torch.eye(5, dtype=torch.float64), torch.eye(5, dtype=torch.float64)[:1]])  # one dependent row
-    theta, u, su = rayleigh_ritz(basis[None], (basis @ s)[None])
+    theta, pair = rayleigh_ritz(torch.cat([basis, basis @ s], 1)[None])
+    u, su = pair[:, :5], pair[:, 5:]
     vals, vecs = torch.linalg.eigh(s)
     assert theta.item() == pytest.approx(vals[-1].item(), rel=1e-12)
     assert abs(float(u[0] @ vecs[:, -1])) == pytest.approx(1.0, rel=1e-10)

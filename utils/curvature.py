@@ -12,7 +12,6 @@ the units of the loss per squared parameter unit; the stability threshold on Ĥ 
 """
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass
 
@@ -194,25 +193,23 @@ def gradient_curvatures(hessian: LossHessian, preconditioner: torch.Tensor | Non
     return {k: float(v) for k, v in values.items()}
 
 
-def curvatures_along_gradient(g, dg, hg, hdg, c) -> dict[str, torch.Tensor]:
+def curvatures_along_gradient(g, dg, hg, hdg, c) -> dict[str, np.ndarray]:
     """λ_grad(H) and forms (A), (B) of λ_grad(Ĥ) from g, D g and the products H g, H (D g).
 
-    Vectors have shape (..., n) (a leading seed axis is allowed); ``c`` is a float or has the
-    leading shape. Each result has the leading shape; NaN where g = 0 or is not finite.
+    Vectors have shape (..., n) (a leading seed axis is allowed); ``c`` is a float or an array
+    of the leading shape. Each result is a float64 NumPy array of the leading shape; NaN where
+    g = 0 or is not finite. The five inner products come from one batched matrix product.
     """
-    def dot(a, b):
-        return (a * b).sum(-1)
-
-    gg = dot(g, g)
-    ok = (gg > 0) & torch.isfinite(gg)
-    one = torch.ones_like(gg)
-    nan = torch.full_like(gg, math.nan)
-    gg_safe, gdg_safe = torch.where(ok, gg, one), torch.where(ok, dot(g, dg), one)
-    return {
-        "lambda_grad_H": torch.where(ok, dot(g, hg) / gg_safe, nan),
-        "lambda_grad_pre_a": torch.where(ok, c * dot(dg, hg) / gg_safe, nan),
-        "lambda_grad_pre": torch.where(ok, c * dot(dg, hdg) / gdg_safe, nan),
-    }
+    rows = torch.stack([g, dg, hg, hdg], -2)
+    inner = (rows[..., :2, :] @ rows.transpose(-1, -2)).to(torch.float64).cpu().numpy()
+    gg, gdg = inner[..., 0, 0], inner[..., 0, 1]
+    ghg, dghg, dghdg = inner[..., 0, 2], inner[..., 1, 2], inner[..., 1, 3]
+    ok = (gg > 0) & np.isfinite(gg)
+    c = np.asarray(c, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return {"lambda_grad_H": np.where(ok, ghg / gg, np.nan),
+                "lambda_grad_pre_a": np.where(ok, c * dghg / gg, np.nan),
+                "lambda_grad_pre": np.where(ok, c * dghdg / gdg, np.nan)}
 
 
 def alignment(gradient: torch.Tensor, top: EigenResult,
