@@ -107,8 +107,7 @@ def power_iteration(op, n, tol=1e-3, max_iter=1000, seed=0):
 
 def dense_top(hessian, d, c):
     """λ_max(Ĥ) from the dense Hessian (outside every timer)."""
-    eye = torch.eye(hessian.n, dtype=hessian.dtype, device=hessian.device)
-    h = torch.cat([hessian.matmat(eye[i:i + 64]) for i in range(0, hessian.n, 64)])
+    h = hessian.dense()
     sd = d.sqrt()
     s = c * sd[:, None] * h * sd[None, :]
     return float(torch.linalg.eigvalsh((s + s.T) / 2)[-1])
@@ -327,6 +326,7 @@ def main(argv=None):
     parser.add_argument("--seed-steps", type=int, default=100)
     parser.add_argument("--seed-counts", default="1,4,16,64", help="K values, comma-separated")
     parser.add_argument("--tol", type=float, default=1e-3)
+    parser.add_argument("--repeats", type=int, default=200, help="timings of each single pass")
     parser.add_argument("--chapters", action="store_true", help="also time every chapter")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
@@ -334,7 +334,7 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     config = chapter1_config(args.device)
     print(f"benchmarking on {args.device} with {args.threads} threads ...", file=sys.stderr)
-    passes = pass_costs(config)
+    passes = pass_costs(config, args.repeats)
     cost = tracking_cost(config, args.warmup, args.steps, args.cold_steps, args.tol)
     seeds = seed_batching(config, args.seed_steps,
                           tuple(int(k) for k in args.seed_counts.split(",")))

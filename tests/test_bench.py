@@ -15,7 +15,8 @@ def test_benchmark_runs_on_tiny_settings(tmp_path):
     out = tmp_path / "results.json"
     proc = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "bench_tracking.py"),
                            "--warmup", "20", "--steps", "6", "--cold-steps", "2",
-                           "--seed-steps", "3", "--seed-counts", "1,2", "--out", str(out)],
+                           "--seed-steps", "3", "--seed-counts", "1,2", "--repeats", "3",
+                           "--out", str(out)],
                           capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())

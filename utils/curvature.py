@@ -94,7 +94,8 @@ def top_eigenpair(operator, v0: torch.Tensor | None = None, *, tol: float = 1e-3
     tol: relative tolerance. LOBPCG stops when ‖A u - λ u‖ ≤ tol · scale; ARPACK's own
         relative criterion is used for ``"eigsh"``.
     solver: ``"lobpcg"`` (scipy, warm-startable), ``"eigsh"`` (scipy ARPACK, Lanczos) or
-        ``"dense"`` (n products, then ``torch.linalg.eigh``; tiny problems only).
+        ``"dense"`` (n products, then ``torch.linalg.eigh``, the residual from the same
+        matrix; tiny problems only).
     scale: the eigenvalue magnitude that turns ``tol`` into LOBPCG's absolute residual bound;
         by default |vᵀAv| at the start vector (one extra product).
     """
@@ -111,8 +112,9 @@ def top_eigenpair(operator, v0: torch.Tensor | None = None, *, tol: float = 1e-3
     v0 = v0.detach().to(torch.float64).cpu()
     v0 = v0 / v0.norm()
 
+    matrix = None
     if solver == "dense" or n < 6:
-        (value, vector), converged, solver = _dense(operator), True, "dense"
+        (value, vector, matrix), converged, solver = _dense(operator), True, "dense"
     elif solver == "eigsh":
         value, vector, converged = _eigsh(operator, v0, tol, max_iter)
     else:
@@ -121,7 +123,7 @@ def top_eigenpair(operator, v0: torch.Tensor | None = None, *, tol: float = 1e-3
         value, vector, converged = _lobpcg(operator, v0, tol * max(scale, 1e-300), max_iter)
 
     vector = vector / vector.norm()
-    av = _apply(operator, vector)
+    av = matrix @ vector if matrix is not None else _apply(operator, vector)
     value = float(vector @ av)  # Rayleigh quotient: exact for the returned vector
     residual = float((av - value * vector).norm()) / max(abs(value), 1e-300)
     right = (operator.right_eigenvector(vector).to(torch.float64).cpu()
@@ -148,10 +150,13 @@ def _linear_operator(operator) -> LinearOperator:
 
 
 def _dense(operator):
+    """Top eigenpair of the dense matrix of ``operator`` (n products), and the matrix itself
+    (symmetrised), from which the residual then needs no further product."""
     eye = torch.eye(operator.n, dtype=torch.float64)
     a = torch.stack([_apply(operator, eye[i]) for i in range(operator.n)], dim=1)
-    vals, vecs = torch.linalg.eigh((a + a.T) / 2)
-    return vals[-1].item(), vecs[:, -1].clone()
+    a = (a + a.T) / 2
+    vals, vecs = torch.linalg.eigh(a)
+    return vals[-1].item(), vecs[:, -1].clone(), a
 
 
 def _eigsh(operator, v0, tol, max_iter):

@@ -158,7 +158,8 @@ class LossHessian:
         return flatten(hv.values()).detach()
 
     def dense(self) -> torch.Tensor:
-        """The full matrix H, shape (n, n), from n products with unit vectors (tiny models only)."""
+        """The full matrix H, shape (n, n), from n products with unit vectors (tiny models only),
+        column i = H e_i; the products go through :meth:`matmat` in batches it can batch."""
         eye = torch.eye(self.n, dtype=self.dtype, device=self.device)
-        cols = [self.matvec(eye[i]) for i in range(self.n)]
-        return torch.stack(cols, dim=1)
+        rows = max(1, BATCHED_HVP_MAX_ENTRIES // self.n)
+        return torch.cat([self.matmat(eye[i:i + rows]) for i in range(0, self.n, rows)]).T
