@@ -8,7 +8,8 @@ import torch
 from conftest import tiny_mlp_problem
 from utils.adam_state import read_adam_state
 from utils.engine import TrackingEngine, rayleigh_ritz, single_model
-from utils.hvp import LossHessian
+from utils.hvp import LossHessian, loss_of_params
+from utils.losses import mse
 
 
 @pytest.mark.parametrize("fixture", ["tiny_mlp", "tiny_cnn", "tiny_transformer"])
@@ -75,3 +76,32 @@ def test_engine_counts_products_and_rounds():
     out = engine.step(single_model(hess), hess.gradient[None], None, 1.0)
     assert out.hvps == hess.n_hvps
     assert out.rounds >= 1 and math.isfinite(out.lambda_max_pre.item())
+
+
+def test_engine_in_float32_tracks_the_float64_value():
+    """A float32 model: the engine's λ_max(Ĥ) and λ_grad agree with float64 dense algebra at the
+    same parameters to the tolerance plus float32 rounding."""
+    model, _ = tiny_mlp_problem(seed=3)
+    gen = torch.Generator().manual_seed(3)
+    x, y = torch.randn(12, 3, generator=gen), torch.randn(12, 2, generator=gen)
+    model = model.float()
+    loss32 = loss_of_params(model, mse, x, y)
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    engine = TrackingEngine(tol=1e-3)
+    for _ in range(10):
+        hess = LossHessian(loss32, dict(model.named_parameters()))
+        for p, gp in zip(model.parameters(), hess.unflatten(hess.gradient)):
+            p.grad = gp.clone()
+        opt.step()
+        state = read_adam_state(opt)
+        out = engine.step(single_model(hess), hess.gradient[None], state.preconditioner[None], state.c)
+    params64 = {k: v.detach().double() for k, v in hess.theta.items()}
+    h = LossHessian(loss_of_params(model.double(), mse, x.double(), y.double()), params64).dense()
+    d, c = state.preconditioner.double(), state.c
+    sd = d.sqrt()
+    s = c * sd[:, None] * h * sd[None, :]
+    top = torch.linalg.eigvalsh((s + s.T) / 2)[-1].item()
+    assert out.lambda_max_pre.dtype == torch.float64 and out.vector_pre.dtype == torch.float32
+    assert abs(out.lambda_max_pre.item() - top) <= 2e-3 * abs(top)
+    g = hess.gradient.double()
+    assert out.lambda_grad_H.item() == pytest.approx(float(g @ h @ g) / float(g @ g), rel=1e-4)

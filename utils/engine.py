@@ -82,13 +82,14 @@ def rayleigh_ritz(pairs: torch.Tensor):
     Returns θ (K,), a NumPy float64 array, and the pair [u, S u] (K, 2n) of the top Ritz vector
     u, scaled to unit norm.
     Directions that are (numerically) dependent on the others are dropped; a seed whose rows
-    are not finite gets NaN. The b×b problems are solved in NumPy (float64): for a handful of
-    rows that costs a few microseconds, where each small torch op costs several, and it is the
-    same on a GPU (one small transfer instead of many kernel launches).
+    are not finite gets NaN. The inner products are taken in float64, whatever the model's
+    dtype; the b×b problems are solved in NumPy: for so few rows NumPy's per-call cost is below
+    the dispatch cost of the dozen torch ops it replaces, and on a GPU one small transfer
+    replaces as many tiny kernel launches.
     """
     K, b, two_n = pairs.shape
-    rows = pairs.reshape(K, 2 * b, two_n // 2)  # v_0, S v_0, v_1, S v_1, ...
-    m = (rows @ rows.transpose(1, 2)).to(torch.float64).cpu().numpy()  # (K, 2b, 2b)
+    rows = pairs.to(torch.float64).reshape(K, 2 * b, two_n // 2)  # v_0, S v_0, v_1, S v_1, ...
+    m = (rows @ rows.transpose(1, 2)).cpu().numpy()  # (K, 2b, 2b)
     bad = ~np.isfinite(m).all(axis=(1, 2))
     if bad.any():
         m[bad] = np.eye(2 * b)
