@@ -50,14 +50,17 @@ class PreconditionedHessian:
         return self.hessian.n_hvps
 
     def matvec(self, vector: torch.Tensor) -> torch.Tensor:
-        """S v, shape (n,) -> (n,). One Hessian-vector product."""
+        """S v, shape (n,) -> (n,), on the Hessian's device and in its dtype whatever v's.
+        One Hessian-vector product."""
+        vector = vector.to(dtype=self.hessian.dtype, device=self.hessian.device)
         if self.sqrt_d is None:
             return self.c * self.hessian.matvec(vector)
         return self.c * self.sqrt_d * self.hessian.matvec(self.sqrt_d * vector)
 
     def right_eigenvector(self, u: torch.Tensor) -> torch.Tensor:
-        """Map an eigenvector u of S to the unit right-eigenvector D^{1/2} u of Ĥ = c D H."""
-        r = u if self.sqrt_d is None else self.sqrt_d * u
+        """Map an eigenvector u of S to the unit right-eigenvector D^{1/2} u of Ĥ = c D H
+        (on u's device and in its dtype)."""
+        r = u if self.sqrt_d is None else self.sqrt_d.to(u) * u
         return r / r.norm()
 
 
