@@ -1,6 +1,6 @@
 """Open the built book in headless Chromium and list what a reader would find broken.
 
-``render`` runs Debian's Chromium twice per page (the DOM after scripts ran, then a
+``render`` runs Debian's Chromium once per page (the DOM after scripts ran, and a
 screenshot); ``page_problems`` reads that DOM: math MathJax did not typeset, raw LaTeX or MyST
 roles left in the text, images whose file is missing or unreadable, execution errors in the
 outputs, and internal links to a page or anchor that does not exist.
@@ -37,12 +37,11 @@ def find_chromium() -> str | None:
 
 
 def render(chromium: str, page: Path, screenshot: Path) -> str:
-    """The page's DOM after its scripts (MathJax) ran; a screenshot 1280 px wide and about as
-    tall as the page to ``screenshot``."""
-    dom = _chromium(chromium, page, "--window-size=1280,900", "--dump-dom")
-    _chromium(chromium, page, f"--window-size=1280,{page_height(dom)}",
-              f"--screenshot={screenshot}")
-    return dom
+    """The page's DOM after its scripts (MathJax) ran, and a screenshot 1280 px wide and about
+    as tall as the page (estimated from the page's HTML) to ``screenshot``: one Chromium run."""
+    height = page_height(page.read_text(encoding="utf-8"))
+    return _chromium(chromium, page, f"--window-size=1280,{height}", "--dump-dom",
+                     f"--screenshot={screenshot}")
 
 
 def _chromium(chromium: str, page: Path, *args: str) -> str:
