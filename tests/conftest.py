@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from utils.losses import mse
-
+from utils.adam_state import read_adam_state
 from utils.data import modular_addition
-from utils.hvp import loss_of_params
+from utils.hvp import LossHessian, loss_of_params
+from utils.losses import mse
 from utils.models import build_model
 
 torch.set_num_threads(1)
@@ -50,3 +50,21 @@ def adam_after(model, loss_fn, steps=5, lr=0.05, betas=(0.9, 0.999), eps=1e-8):
         loss_fn(params).backward()
         opt.step()
     return opt
+
+
+def dense_reference(h, d, c):
+    """Top eigenpair of Ĥ = c D H from its symmetric form, by torch.linalg.eigh on the dense H."""
+    sd = d.sqrt()
+    s = c * sd[:, None] * h * sd[None, :]
+    vals, vecs = torch.linalg.eigh((s + s.T) / 2)
+    return vals[-1].item(), vecs[:, -1]
+
+
+def tracked_adam_step(model, loss_fn, opt):
+    """One real Adam step as the training loop takes it: the Hessian operator at θ_t (whose
+    gradient the step uses) and Adam's state after the step."""
+    hess = LossHessian(loss_fn, dict(model.named_parameters()))
+    for p, gp in zip(model.parameters(), hess.unflatten(hess.gradient)):
+        p.grad = gp.clone()
+    opt.step()
+    return hess, read_adam_state(opt)

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from conftest import adam_after, tiny_mlp_problem
+from conftest import adam_after, dense_reference, tiny_mlp_problem
 from utils.adam_state import read_adam_state
 from utils.curvature import (PreconditionedHessian, alignment, gradient_curvatures,
                              top_eigenpair)
@@ -25,14 +25,6 @@ def trained():
     hess = LossHessian(loss_fn, dict(model.named_parameters()))
     state = read_adam_state(opt)
     return hess, state, hess.dense()
-
-
-def dense_reference(h, d, c):
-    """Eigenpairs of Ĥ = c D H from the symmetric form, by torch.linalg.eigh."""
-    sd = d.sqrt()
-    s = c * sd[:, None] * h * sd[None, :]
-    vals, vecs = torch.linalg.eigh((s + s.T) / 2)
-    return vals[-1].item(), vecs[:, -1]
 
 
 @pytest.mark.parametrize("solver", ["lobpcg", "eigsh", "dense"])

@@ -5,8 +5,7 @@ import math
 import pytest
 import torch
 
-from conftest import tiny_mlp_problem
-from utils.adam_state import read_adam_state
+from conftest import dense_reference, tiny_mlp_problem, tracked_adam_step
 from utils.engine import TrackingEngine, rayleigh_ritz, single_model
 from utils.hvp import LossHessian, loss_of_params
 from utils.losses import mse
@@ -44,16 +43,11 @@ def test_engine_tracks_dense_values_along_an_adam_run():
     engine = TrackingEngine(tol=1e-3, track_raw=True)
     rounds = []
     for step in range(30):
-        hess = LossHessian(loss_fn, dict(model.named_parameters()))
-        for p, gp in zip(model.parameters(), hess.unflatten(hess.gradient)):
-            p.grad = gp.clone()
-        opt.step()
-        state = read_adam_state(opt)
+        hess, state = tracked_adam_step(model, loss_fn, opt)
         d, c, g, h = state.preconditioner, state.c, hess.gradient, hess.dense()
         out = engine.step(single_model(hess), g[None], d[None], c)
         sd = d.sqrt()
-        s = c * sd[:, None] * h * sd[None, :]
-        top = torch.linalg.eigvalsh((s + s.T) / 2)[-1].item()
+        top, _ = dense_reference(h, d, c)
         top_h = torch.linalg.eigvalsh((h + h.T) / 2)[-1].item()
         assert abs(out.lambda_max_pre.item() - top) <= 1e-3 * abs(top)
         assert abs(out.lambda_max_H.item() - top_h) <= 1e-3 * abs(top_h)
@@ -89,19 +83,27 @@ def test_engine_in_float32_tracks_the_float64_value():
     opt = torch.optim.Adam(model.parameters(), lr=0.05)
     engine = TrackingEngine(tol=1e-3)
     for _ in range(10):
-        hess = LossHessian(loss32, dict(model.named_parameters()))
-        for p, gp in zip(model.parameters(), hess.unflatten(hess.gradient)):
-            p.grad = gp.clone()
-        opt.step()
-        state = read_adam_state(opt)
+        hess, state = tracked_adam_step(model, loss32, opt)
         out = engine.step(single_model(hess), hess.gradient[None], state.preconditioner[None], state.c)
     params64 = {k: v.detach().double() for k, v in hess.theta.items()}
     h = LossHessian(loss_of_params(model.double(), mse, x.double(), y.double()), params64).dense()
-    d, c = state.preconditioner.double(), state.c
-    sd = d.sqrt()
-    s = c * sd[:, None] * h * sd[None, :]
-    top = torch.linalg.eigvalsh((s + s.T) / 2)[-1].item()
+    top, _ = dense_reference(h, state.preconditioner.double(), state.c)
     assert out.lambda_max_pre.dtype == torch.float64 and out.vector_pre.dtype == torch.float32
     assert abs(out.lambda_max_pre.item() - top) <= 2e-3 * abs(top)
     g = hess.gradient.double()
     assert out.lambda_grad_H.item() == pytest.approx(float(g @ h @ g) / float(g @ g), rel=1e-4)
+
+
+def test_plain_gradient_descent_needs_no_second_gradient_product():
+    """With D = I (GD) H g and H D g are one product: the first round is H g and H x."""
+    model, loss_fn = tiny_mlp_problem(seed=4)
+    hess = LossHessian(loss_fn, dict(model.named_parameters()))
+    engine = TrackingEngine(max_rounds=1)
+    out = engine.step(single_model(hess), hess.gradient[None], None, 1.0)
+    assert out.hvps == 2 == hess.n_hvps
+    g, h = hess.gradient, hess.dense()
+    lam = float(g @ h @ g) / float(g @ g)
+    for value in (out.lambda_grad_H, out.lambda_grad_pre_a, out.lambda_grad_pre):
+        assert value.item() == pytest.approx(lam, rel=1e-10)
+    top, _ = dense_reference(h, torch.ones_like(g), 1.0)
+    assert out.lambda_max_pre.item() <= top * (1 + 1e-12)  # a Ritz value never exceeds λ_max

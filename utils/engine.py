@@ -158,11 +158,14 @@ class TrackingEngine:
             scales["H"] = None
         starts = {key: self._start(key, g) for key in scales}
 
-        # Round 1, one batched pass: H g, H (D g), and H s x for every track's warm start x.
-        requests = [g, dg] + [x if scales[k] is None else scales[k] * x for k, x in starts.items()]
+        # Round 1, one batched pass: H g, H (D g) (the same product when D = I), and H s x for
+        # every track's warm start x.
+        head = [g] if d is None else [g, dg]
+        requests = head + [x if scales[k] is None else scales[k] * x for k, x in starts.items()]
         out = apply_h(torch.stack(requests))
         hvps, rounds = len(requests) * K, 1
-        lam_grad = curvatures_along_gradient(g, dg, out[0], out[1], c)
+        hdg_at = len(head) - 1  # index of H (D g) in out
+        lam_grad = curvatures_along_gradient(g, dg, out[0], out[hdg_at], c)
 
         def image(s, products):
             """T v from H (s v): products (m, K, n) -> (K, m, n)."""
@@ -179,7 +182,7 @@ class TrackingEngine:
         for i, (key, s) in enumerate(scales.items()):
             # the free direction: s g for Ĥ (T s g = s H D g), g for H (H g)
             basis = torch.stack([starts[key], gs if key == "pre" else g], 1)
-            images = image(s, out[[2 + i, 1 if key == "pre" else 0]])
+            images = image(s, out[[len(head) + i, hdg_at if key == "pre" else 0]])
             theta, pair = rayleigh_ritz(torch.cat([basis, images], -1))
             state[key] = [theta, pair, None, *residual(theta, pair)]
 
