@@ -160,11 +160,8 @@ def tracking_cost(config: RunConfig, warmup: int, steps: int, cold_steps: int, t
         while True:
             _sync(config.device)
             a = time.perf_counter()
-            hessian = LossHessian(lf, ps)
-            for p, g in zip(ps.values(), hessian.unflatten(hessian.gradient)):
-                p.grad = g.detach().clone()
-            o.step()
-            value = measure_fn(hessian, read_adam_state(o))
+            hessian, state = hessian_step(lf, ps, o)
+            value = measure_fn(hessian, state)
             _sync(config.device)
             yield time.perf_counter() - a, float(hessian.loss), value, hessian.n_hvps
 
@@ -236,17 +233,23 @@ def interleaved(runners: dict, chunk: int) -> dict[str, list]:
     return records
 
 
+def hessian_step(loss_fn, params, opt):
+    """One Adam step as a tracked training step takes it: H at θ_t (whose gradient the step
+    uses), the step, and Adam's state after it. Returns (hessian, state)."""
+    hessian = LossHessian(loss_fn, params)
+    for p, g in zip(params.values(), hessian.unflatten(hessian.gradient)):
+        p.grad = g.detach().clone()
+    opt.step()
+    return hessian, read_adam_state(opt)
+
+
 def reference_values(fresh, steps: int) -> dict[str, list[float]]:
     """The tracked trajectory's losses and dense λ_max(Ĥ) at each of its first ``steps``
     steps (untimed; the step as in the timed runs, so the trajectory is the same)."""
     ps, o, lf = fresh()
     out = {"losses": [], "lambda_max_pre": []}
     for _ in range(steps):
-        hessian = LossHessian(lf, ps)
-        for p, g in zip(ps.values(), hessian.unflatten(hessian.gradient)):
-            p.grad = g.detach().clone()
-        o.step()
-        state = read_adam_state(o)
+        hessian, state = hessian_step(lf, ps, o)
         out["losses"].append(float(hessian.loss))
         out["lambda_max_pre"].append(dense_top(hessian, state.preconditioner, state.c))
     return out

@@ -23,6 +23,9 @@ from .hvp import LossHessian
 from .validation import check_choice, check_number
 
 SOLVERS = ("lobpcg", "eigsh", "dense")
+DENSE_BELOW = 6
+"""Operators with fewer rows than this are always solved densely (n products are fewer than
+an iterative solver needs)."""
 
 
 class PreconditionedHessian:
@@ -116,7 +119,7 @@ def top_eigenpair(operator, v0: torch.Tensor | None = None, *, tol: float = 1e-3
     v0 = v0 / v0.norm()
 
     matrix = None
-    if solver == "dense" or n < 6:
+    if solver == "dense" or n < DENSE_BELOW:
         (value, vector, matrix), converged, solver = _dense(operator), True, "dense"
     elif solver == "eigsh":
         value, vector, converged = _eigsh(operator, v0, tol, max_iter)

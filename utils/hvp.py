@@ -126,32 +126,28 @@ class LossHessian:
                 or self.n * len(vectors) > BATCHED_HVP_MAX_ENTRIES):
             return torch.stack([self.matvec(v) for v in vectors])
         self.n_hvps += len(vectors)
-        vectors = vectors.to(dtype=self.dtype, device=self.device)
-        sizes = [s.numel() for s in self.shapes]
-        pieces = [c.reshape(len(vectors), *s) for c, s in zip(vectors.split(sizes, dim=1), self.shapes)]
+        return self._double_backward(vectors.to(dtype=self.dtype, device=self.device))
+
+    def _hvp_autograd(self, vector):
+        return self._double_backward(vector[None])[0]
+
+    def _double_backward(self, vectors):
+        """H V by backward passes through the graph of ∇L: V (k, n) -> (k, n); for k > 1 one
+        batched pass (``is_grads_batched``)."""
+        k, batched = len(vectors), len(vectors) > 1
+        pieces = [c.reshape(k, *s) if batched else c.reshape(s)
+                  for c, s in zip(vectors.split([s.numel() for s in self.shapes], dim=1),
+                                  self.shapes)]
         live = [(g, v) for g, v in zip(self._grads, pieces) if g.requires_grad]
         if not live:
             return torch.zeros_like(vectors)
         leaves = list(self.theta.values())
         with math_attention():
             out = torch.autograd.grad([g for g, _ in live], leaves, grad_outputs=[v for _, v in live],
-                                      retain_graph=True, allow_unused=True, is_grads_batched=True)
-        return torch.cat([(torch.zeros(len(vectors), p.numel(), dtype=self.dtype, device=self.device)
-                           if o is None else o.reshape(len(vectors), -1))
+                                      retain_graph=True, allow_unused=True, is_grads_batched=batched)
+        return torch.cat([(torch.zeros(k, p.numel(), dtype=self.dtype, device=self.device)
+                           if o is None else o.reshape(k, -1))
                           for p, o in zip(leaves, out)], dim=1).detach()
-
-    def _hvp_autograd(self, vector):
-        pieces = self.unflatten(vector)
-        live = [(g, p, v) for g, p, v in zip(self._grads, self.theta.values(), pieces)
-                if g.requires_grad]
-        if not live:
-            return torch.zeros_like(vector)
-        with math_attention():
-            out = torch.autograd.grad([g for g, _, _ in live], list(self.theta.values()),
-                                      grad_outputs=[v for _, _, v in live],
-                                      retain_graph=True, allow_unused=True)
-        return flatten([torch.zeros_like(p) if o is None else o
-                        for p, o in zip(self.theta.values(), out)]).detach()
 
     def _hvp_func(self, vector):
         primal = {k: p.detach() for k, p in self.theta.items()}

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .adam_state import AdamState, decoupling_statistics
-from .curvature import (SOLVERS, EigenResult, PreconditionedHessian, alignment,
+from .curvature import (DENSE_BELOW, SOLVERS, EigenResult, PreconditionedHessian, alignment,
                         gradient_curvatures, top_eigenpair)
 from .engine import StepCurvature, TrackingEngine, single_model
 from .hvp import LossHessian
@@ -27,7 +27,7 @@ PRECONDITIONED = ("lambda_max_pre", "alignment", "decoupling")
 TRACKER_SOLVERS = ("engine", *SOLVERS)
 """``"engine"``: :class:`~utils.engine.TrackingEngine` (batched, warm-started LOBPCG rounds, the
 default); the others solve each quantity separately with :func:`~utils.curvature.top_eigenpair`."""
-ENGINE_MIN_PARAMETERS = 6
+ENGINE_MIN_PARAMETERS = DENSE_BELOW
 """Below this many parameters (the 1-D quadratic) the dense eigendecomposition is cheaper."""
 
 
