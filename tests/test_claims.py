@@ -85,3 +85,23 @@ def test_alignment_verdicts():
     aligned = m.assign(cos_grad_top_sym=0.5)
     assert not {x.name: x for x in alignment_verdicts(result(aligned, spikes))}[
         "calm_alignment_small"].passed
+
+
+def _instrumented(certificates, errors):
+    import pandas as pd
+    from types import SimpleNamespace
+    from utils.runs import RunResult
+
+    metrics = pd.DataFrame({"step": range(len(certificates)), "eig_certificate": certificates,
+                            "eig_corrected": [0.0] * len(certificates)})
+    checks = [{"step": i, "rel_error": e} for i, e in enumerate(errors)]
+    return RunResult(SimpleNamespace(), metrics, [], None, None, 0.0, checks)
+
+
+def test_instrument_verdict_fails_on_an_uncertified_step_or_a_spot_check_error():
+    from utils.claims import instrument_verdict
+
+    assert instrument_verdict(_instrumented(["residual"] * 3, [1e-6, 2e-5])).passed
+    assert not instrument_verdict(_instrumented(["residual", "none", "residual"], [1e-6])).passed
+    assert not instrument_verdict(_instrumented(["residual"] * 3, [1e-6, 5e-3])).passed
+    assert not instrument_verdict(_instrumented(["residual"] * 3, [])).passed  # nothing checked

@@ -22,17 +22,19 @@ def test_matmat_equals_matvec_rows(fixture, request):
     assert torch.allclose(batched, rows, rtol=1e-10, atol=1e-12)
 
 
-def test_rayleigh_ritz_recovers_the_top_pair_of_a_full_basis():
+def test_rayleigh_ritz_recovers_the_top_pairs_of_a_full_basis():
     gen = torch.Generator().manual_seed(0)
     a = torch.randn(5, 5, generator=gen, dtype=torch.float64)
     s = a + a.T
     basis = torch.cat([torch.eye(5, dtype=torch.float64), torch.eye(5, dtype=torch.float64)[:1]])  # one dependent row
-    theta, pair = rayleigh_ritz(torch.cat([basis, basis @ s], 1)[None])
-    u, su = pair[:, :5], pair[:, 5:]
+    theta, pairs = rayleigh_ritz(torch.cat([basis, basis @ s], 1)[None], top=2)
     vals, vecs = torch.linalg.eigh(s)
-    assert theta.item() == pytest.approx(vals[-1].item(), rel=1e-12)
-    assert abs(float(u[0] @ vecs[:, -1])) == pytest.approx(1.0, rel=1e-10)
-    assert torch.allclose(su[0], s @ u[0], atol=1e-10)
+    assert theta.shape == (1, 2) and pairs.shape == (1, 2, 10)
+    for j in range(2):
+        u, su = pairs[0, j, :5], pairs[0, j, 5:]
+        assert theta[0, j] == pytest.approx(vals[-1 - j].item(), rel=1e-12)
+        assert abs(float(u @ vecs[:, -1 - j])) == pytest.approx(1.0, rel=1e-10)
+        assert torch.allclose(su, s @ u, atol=1e-10)
 
 
 def test_engine_tracks_dense_values_along_an_adam_run():
@@ -41,7 +43,7 @@ def test_engine_tracks_dense_values_along_an_adam_run():
     model, loss_fn = tiny_mlp_problem(seed=1)
     opt = torch.optim.Adam(model.parameters(), lr=0.05)
     engine = TrackingEngine(tol=1e-3, track_raw=True)
-    rounds = []
+    rounds = []  # track_raw: λ_grad(H) comes with the raw track's free direction H g
     for step in range(30):
         hess, state = tracked_adam_step(model, loss_fn, opt)
         d, c, g, h = state.preconditioner, state.c, hess.gradient, hess.dense()
@@ -90,20 +92,82 @@ def test_engine_in_float32_tracks_the_float64_value():
     top, _ = dense_reference(h, state.preconditioner.double(), state.c)
     assert out.lambda_max_pre.dtype == torch.float64 and out.vector_pre.dtype == torch.float32
     assert abs(out.lambda_max_pre.item() - top) <= 2e-3 * abs(top)
-    g = hess.gradient.double()
-    assert out.lambda_grad_H.item() == pytest.approx(float(g @ h @ g) / float(g @ g), rel=1e-4)
+    g, dg = hess.gradient.double(), (state.preconditioner * hess.gradient).double()
+    assert out.lambda_grad_pre.item() == pytest.approx(
+        state.c * float(dg @ h @ dg) / float(g @ dg), rel=1e-4)
 
 
 def test_plain_gradient_descent_needs_no_second_gradient_product():
-    """With D = I (GD) H g and H D g are one product: the first round is H g and H x."""
+    """With D = I (GD) H g and H D g are one product: the first round is H g and H X (the
+    block)."""
     model, loss_fn = tiny_mlp_problem(seed=4)
     hess = LossHessian(loss_fn, dict(model.named_parameters()))
     engine = TrackingEngine(max_rounds=1)
     out = engine.step(single_model(hess), hess.gradient[None], None, 1.0)
-    assert out.hvps == 2 == hess.n_hvps
+    assert out.hvps == 1 + engine.block == hess.n_hvps
     g, h = hess.gradient, hess.dense()
     lam = float(g @ h @ g) / float(g @ g)
     for value in (out.lambda_grad_H, out.lambda_grad_pre_a, out.lambda_grad_pre):
         assert value.item() == pytest.approx(lam, rel=1e-10)
     top, _ = dense_reference(h, torch.ones_like(g), 1.0)
     assert out.lambda_max_pre.item() <= top * (1 + 1e-12)  # a Ritz value never exceeds λ_max
+
+
+def swapping_operators(n=40, steps=40, seed=0):
+    """A slowly changing symmetric A_t = Q diag(λ_t) Qᵀ (n × n) whose top two eigenvalues swap
+    half-way (λ_1: 10 → 8, λ_2: 8 → 10), and a gradient with no component along the eigenvector
+    that becomes the top. Returns the matrices and the gradient."""
+    gen = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(n, n, generator=gen, dtype=torch.float64))
+    rest = torch.linspace(0.5, 6.0, n - 2, dtype=torch.float64)
+    mats = []
+    for t in range(steps):
+        s = t / (steps - 1)
+        lam = torch.cat([torch.tensor([10 - 2 * s, 8 + 2 * s], dtype=torch.float64), rest])
+        mats.append(q @ torch.diag(lam) @ q.T)
+    g = torch.randn(n, generator=gen, dtype=torch.float64)
+    g = g - (g @ q[:, 1]) * q[:, 1]
+    return mats, g
+
+
+@pytest.mark.parametrize("block, catches", [(2, True), (1, False)])
+def test_engine_follows_the_top_through_an_eigenvalue_swap(block, catches):
+    """The block (the guard) reports the true top at every step; a single warm vector, the
+    engine without the guard, keeps following the old branch after the swap (this is the same
+    test failing when the guard is removed)."""
+    mats, g = swapping_operators()
+    engine = TrackingEngine(tol=1e-6, block=block, check_every=0)
+    errors = []
+    for a in mats:
+        out = engine.step(lambda v, a=a: v @ a, g[None], None, 1.0)
+        top = torch.linalg.eigvalsh(a)[-1].item()
+        errors.append(abs(out.lambda_max_pre.item() - top) / top)
+    assert (max(errors) <= 1e-6) == catches, max(errors)
+
+
+def test_a_cold_start_check_corrects_a_block_that_missed_the_top():
+    """An eigenvalue rising from below the block past the top is invisible to a warm block; the
+    periodic cold start finds it, reports the step as corrected, and the block takes it over."""
+    mats, g = swapping_operators()
+    engine = TrackingEngine(tol=1e-6, block=1, check_every=25)
+    reports = []
+    for a in mats:
+        out = engine.step(lambda v, a=a: v @ a, g[None], None, 1.0)
+        top = torch.linalg.eigvalsh(a)[-1].item()
+        reports.append((abs(out.lambda_max_pre.item() - top) / top, out.checked, bool(out.corrected)))
+    assert [i for i, r in enumerate(reports) if r[1]] == [25]
+    assert reports[25][2] and reports[25][0] <= 1e-6
+    assert max(r[0] for r in reports[25:]) <= 1e-6 < max(r[0] for r in reports[20:25])
+
+
+def test_a_step_at_the_round_cap_is_not_certified():
+    """A step that stops at max_rounds with its residual above tol is reported as not
+    converged (and the tracker's certificate is 'none'); with enough rounds it is certified."""
+    from utils.tracker import certificate
+
+    mats, g = swapping_operators()
+    capped = TrackingEngine(tol=1e-8, max_rounds=1).step(lambda v: v @ mats[0], g[None], None, 1.0)
+    assert capped.residual_pre.item() > 1e-8 and not bool(capped.converged)
+    assert certificate(bool(capped.converged), capped.checked) == "none"
+    full = TrackingEngine(tol=1e-8).step(lambda v: v @ mats[0], g[None], None, 1.0)
+    assert bool(full.converged) and certificate(True, False) == "residual"

@@ -31,8 +31,8 @@ def test_batched_seeds_equal_separate_runs(model, kwargs, data):
     data_kwargs = {"n_points": 64} if data == "sin" else {"modulus": 5}
     config = RunConfig(model=model, model_kwargs=kwargs, data=data, data_kwargs=data_kwargs,
                        lr=0.02, steps=40, track_every=4, progress=False,
-                       measure=("lambda_max_H", "lambda_max_pre", "lambda_grad", "alignment",
-                                "decoupling"))
+                       measure=("lambda_max_H", "lambda_max_pre", "lambda_grad", "lambda_grad_H",
+                                "alignment", "decoupling"))
     seeds = [0, 3, 7]
     batched = run_seeds(config, seeds)
     for s, got in zip(seeds, batched):

@@ -55,3 +55,36 @@ def chapter_parameters(chapter: str, namespace: dict) -> tuple[dict, bool]:
     if values.get("output_dir") is None:
         values["output_dir"] = str(default_output_dir(chapter))
     return values, strict
+
+
+def chapter_config(chapter: str, **overrides):
+    """The :class:`~utils.runs.RunConfig` that the chapter's notebook builds from its default
+    parameters (chapters 1, 3 and 4, the three chapter models), with ``overrides`` applied:
+    what the benchmark and the engine's tests run."""
+    from dataclasses import replace
+
+    from .runs import RunConfig
+
+    p = chapter_defaults(chapter)
+    common = dict(lr=p["lr"], beta1=p["beta1"], beta2=p["beta2"], eps=p["eps"], steps=p["steps"],
+                  seed=p["seed"], track_every=p["track_every"], dtype=p["dtype"])
+    if chapter == "01_v_decay":
+        config = RunConfig(model="mlp", model_kwargs=dict(width=p["width"], depth=p["depth"],
+                                                          activation=p["activation"]),
+                           data="sin", data_kwargs=dict(n_points=p["n_points"]), **common,
+                           measure=("lambda_max_H", "lambda_max_pre", "decoupling"))
+    elif chapter == "03_gradient_alignment":
+        config = RunConfig(model="cnn", model_kwargs=dict(channels=p["channels"],
+                                                          activation=p["activation"]),
+                           data="digits", data_kwargs=dict(n_images=p["n_images"]), **common,
+                           measure=("lambda_max_pre", "alignment", "lambda_grad"))
+    elif chapter == "04_spike_onset":
+        config = RunConfig(model="transformer",
+                           model_kwargs=dict(d_model=p["d_model"], n_heads=p["n_heads"],
+                                             n_layers=p["n_layers"]),
+                           data="modular_addition", data_kwargs=dict(modulus=p["modulus"]),
+                           **common, measure=("lambda_max_pre", "lambda_grad"))
+    else:
+        raise ValueError("chapter must be one of '01_v_decay', '03_gradient_alignment', "
+                         f"'04_spike_onset' (the three chapter models), got {chapter!r}")
+    return replace(config, **overrides)

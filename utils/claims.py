@@ -280,3 +280,23 @@ def onset_verdicts(result, *, max_lead: int = 50, min_recall: float = 0.75,
                 {"precision_lambda_grad": grad.precision, "precision_lambda_max": lmax.precision,
                  "lambda_grad_crossings": grad.n_crossings}),
     ]
+
+
+def instrument_verdict(result, *, max_error: float = 1e-3) -> Verdict:
+    """Every chapter: the curvature instrument can be trusted on this run.
+
+    Holds when no tracked λ_max(Ĥ) is uncertified (its relative residual above the solver's
+    tolerance: :data:`~utils.tracker.CERTIFICATES`) and every spot check against a cold, tight
+    ``eigsh`` (every :data:`~utils.tracker.SPOT_CHECK_EVERY`-th tracked step and each spike's
+    start) agrees within ``max_error`` relative. If the engine had locked onto a lower
+    eigenvalue, or stopped short, this would measure uncertified steps or a spot-check error
+    above ``max_error``, and fail.
+    """
+    info = result.instrument()
+    err = info["spot_check_max_rel_error"]
+    return Verdict("instrument_trusted",
+                   f"every tracked λ_max(Ĥ) is certified and within {max_error:g} of a cold eigsh "
+                   "at every spot check",
+                   info["uncertified_steps"] == 0 and info["spot_checks"] > 0
+                   and err is not None and err <= max_error,
+                   {k: v for k, v in info.items() if k != "tracked_steps"})

@@ -207,19 +207,22 @@ def gradient_curvatures(hessian: LossHessian, preconditioner: torch.Tensor | Non
 def curvatures_along_gradient(g, dg, hg, hdg, c) -> dict[str, np.ndarray]:
     """λ_grad(H) and forms (A), (B) of λ_grad(Ĥ) from g, D g and the products H g, H (D g).
 
+    Forms (A) and (B) need only H (D g): by the symmetry of H, gᵀ D H g = gᵀ H (D g).
+    ``hg`` may be None; λ_grad(H) is then NaN.
     Vectors have shape (..., n) (a leading seed axis is allowed); ``c`` is a float or an array
     of the leading shape. Each result is a float64 NumPy array of the leading shape; NaN where
-    g = 0 or is not finite. The five inner products come from one batched matrix product.
+    g = 0 or is not finite. The inner products come from one batched matrix product.
     """
-    rows = torch.stack([g, dg, hg, hdg], -2)
+    rows = torch.stack([g, dg, hdg] + ([] if hg is None else [hg]), -2)
     inner = (rows[..., :2, :] @ rows.transpose(-1, -2)).to(torch.float64).cpu().numpy()
     gg, gdg = inner[..., 0, 0], inner[..., 0, 1]
-    ghg, dghg, dghdg = inner[..., 0, 2], inner[..., 1, 2], inner[..., 1, 3]
+    ghdg, dghdg = inner[..., 0, 2], inner[..., 1, 2]
+    ghg = inner[..., 0, 3] if hg is not None else np.full_like(gg, np.nan)
     ok = (gg > 0) & np.isfinite(gg)
     c = np.asarray(c, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         return {"lambda_grad_H": np.where(ok, ghg / gg, np.nan),
-                "lambda_grad_pre_a": np.where(ok, c * dghg / gg, np.nan),
+                "lambda_grad_pre_a": np.where(ok, c * ghdg / gg, np.nan),
                 "lambda_grad_pre": np.where(ok, c * dghdg / gdg, np.nan)}
 
 

@@ -2,20 +2,33 @@
 
 Per tracked step, with H = ∇²L(θ_t), g = ∇L(θ_t), Adam's D_t (``d``) and c_t (``c``):
 
-* λ_grad(H), form (A) and form (B) of λ_grad(Ĥ) need H g and H (D g): two products, exact.
-* λ_max(Ĥ) is the top eigenvalue of S = c D^{1/2} H D^{1/2}. It is found by LOBPCG iterations
-  (block size one) warm-started from the previous step's eigenvector x, with D^{1/2} g as a
-  free second search direction: its image S D^{1/2} g = c D^{1/2} H D g is the λ_grad(B)
-  product. So the first round is three products, H g, H (D g) and H D^{1/2} x, in one batched
-  pass. While the Ritz pair's relative residual ‖S u − θ u‖ / |θ| exceeds ``tol``, each
-  further round costs one product (the residual's image) and searches the span of the Ritz
-  vector, the residual and the previous Ritz vector; the images of all but the residual
-  follow by linearity.
+* Forms (A) and (B) of λ_grad(Ĥ) both follow from the one product H (D g), by the symmetry of
+  H: gᵀ D H g = gᵀ H (D g). The raw λ_grad(H) needs H g as well; it is computed only when
+  asked for (``raw_gradient``) or when λ_max(H) is tracked, whose free direction it is.
+* λ_max(Ĥ) is the top eigenvalue of S = c D^{1/2} H D^{1/2}. The engine carries a *block* of
+  the top ``block`` Ritz vectors X of S from one tracked step to the next. The first round
+  takes S X (``block`` products) in the same batched pass as H (D g), and solves the
+  Rayleigh–Ritz problem on the span of X and D^{1/2} g (whose image S D^{1/2} g = c D^{1/2} H D g
+  is the λ_grad product: a free direction). While the top Ritz pair's relative residual
+  ‖S u − θ u‖ / |θ| exceeds ``tol``, each further round costs one product (the residual's
+  image) and solves on the span of the block's Ritz vectors, the residual and the top Ritz
+  vector's last move (LOBPCG); the images of all but the residual follow by linearity.
+* Why a block: with one vector, a residual below ``tol`` certifies *an* eigenpair, not the top
+  one. When the top two eigenvalues swap, a single warm vector keeps following the old branch
+  (its residual stays small) unless the gradient happens to point along the new top. The
+  second Ritz vector of the block follows the runner-up, so a swap of the top two is caught by
+  the Rayleigh–Ritz step itself; on clustered spectra the block also spans the rotation of the
+  top eigenvector within the cluster, which a single vector has to chase with extra rounds.
+* The guard against an eigenvalue rising from further down (which no warm block can see): every
+  ``check_every`` tracked steps a *cold* track of the same kind starts from fresh random vectors
+  in the same rounds and runs to the same tolerance; its top pair then joins the block's
+  Rayleigh–Ritz problem. A seed where the cold start found a larger eigenvalue (by more than
+  ``tol``) is reported as ``corrected``.
 * λ_max(H) (optional) is tracked the same way with D = I, c = 1, in the same rounds.
 
-Measured on chapter 1's MLP (``make bench``): a further warm direction in the first round (the
-last move of x, as in LOBPCG) saved fewer second rounds than it cost, 4.2 products per step
-against 3.4 without it.
+A step's λ_max(Ĥ) is *certified* when its relative residual is within ``tol`` (then an
+eigenvalue of S lies within ``tol`` of it); a step that hits ``max_rounds`` first is reported
+as not certified (``converged`` False), never silently accepted.
 
 All products of one round go through one batched backward pass
 (:meth:`~utils.hvp.LossHessian.matmat`). Every vector carries a leading seed axis: shape (K, n)
@@ -41,17 +54,21 @@ class StepCurvature:
 
     lambda_max_pre: λ_max(Ĥ). residual_pre: its relative residual. vector_pre: the unit top
     eigenvector u of S (K, n). right_vector_pre: the unit right-eigenvector D^{1/2} u of Ĥ.
-    lambda_max_H, residual_H: the same for H when tracked (else None). lambda_grad_H,
-    lambda_grad_pre_a, lambda_grad_pre: the gradient-directional curvatures. cos_grad_top,
-    cos_grad_top_sym: the alignment cosines. hvps: Hessian-vector products this step, summed
-    over seeds (one product on the stacked model counts K). rounds: batched passes this step.
-    converged: the relative residual of λ_max(Ĥ) is within ``tol``.
+    second_pre: the block's second Ritz value of Ĥ (a lower bound on the second eigenvalue;
+    NaN with ``block`` = 1). lambda_max_H, residual_H: the same for H when tracked (else None).
+    lambda_grad_H (NaN unless H g was computed), lambda_grad_pre_a, lambda_grad_pre: the
+    gradient-directional curvatures. cos_grad_top, cos_grad_top_sym: the alignment cosines.
+    hvps: Hessian-vector products this step, summed over seeds (one product on the stacked
+    model counts K). rounds: batched passes this step. converged: λ_max(Ĥ)'s relative residual
+    is within ``tol`` (the step is certified). checked: a cold start ran this step. corrected:
+    the cold start found a larger eigenvalue than the warm block.
     """
 
     lambda_max_pre: torch.Tensor
     residual_pre: torch.Tensor
     vector_pre: torch.Tensor
     right_vector_pre: torch.Tensor
+    second_pre: torch.Tensor
     lambda_grad_H: torch.Tensor
     lambda_grad_pre_a: torch.Tensor
     lambda_grad_pre: torch.Tensor
@@ -60,8 +77,11 @@ class StepCurvature:
     hvps: int
     rounds: int
     converged: torch.Tensor
+    checked: bool
+    corrected: torch.Tensor
     lambda_max_H: torch.Tensor | None = None
     residual_H: torch.Tensor | None = None
+    converged_H: torch.Tensor | None = None
 
 
 def single_model(hessian):
@@ -75,17 +95,19 @@ def _unit(a):
     return torch.where(norm > 0, a / norm.clamp_min(1e-300), a)
 
 
-def rayleigh_ritz(pairs: torch.Tensor):
-    """Top Ritz pair of a symmetric S on the span of a few basis vectors, per seed.
+def rayleigh_ritz(pairs: torch.Tensor, top: int = 1):
+    """The top Ritz pairs of a symmetric S on the span of a few basis vectors, per seed.
 
     pairs: (K, b, 2n), each row a basis vector v (first n entries) followed by its image S v.
-    Returns θ (K,), a NumPy float64 array, and the pair [u, S u] (K, 2n) of the top Ritz vector
-    u, scaled to unit norm.
-    Directions that are (numerically) dependent on the others are dropped; a seed whose rows
-    are not finite gets NaN. The inner products are taken in float64, whatever the model's
-    dtype; the b×b problems are solved in NumPy: for so few rows NumPy's per-call cost is below
-    the dispatch cost of the dozen torch ops it replaces, and on a GPU one small transfer
-    replaces as many tiny kernel launches.
+    top: how many Ritz pairs to return (≤ b).
+    Returns θ (K, top), a NumPy float64 array in descending order, and the pairs [u, S u]
+    (K, top, 2n) of the Ritz vectors u, each of unit norm.
+    Directions that are (numerically) dependent on the others are dropped; where fewer than
+    ``top`` remain, the missing pairs are zero with θ = -inf. A seed whose rows are not finite
+    gets NaN. The inner products are taken in float64, whatever the model's dtype; the b×b
+    problems are solved in NumPy: for so few rows NumPy's per-call cost is below the dispatch
+    cost of the dozen torch ops it replaces, and on a GPU one small transfer replaces as many
+    tiny kernel launches.
     """
     K, b, two_n = pairs.shape
     rows = pairs.to(torch.float64).reshape(K, 2 * b, two_n // 2)  # v_0, S v_0, v_1, S v_1, ...
@@ -103,11 +125,54 @@ def rayleigh_ritz(pairs: torch.Tensor):
     if not keep.all():
         small[:, np.arange(b), np.arange(b)] -= (~keep) * BIG
     theta, z = np.linalg.eigh(small)
-    y = (w @ z[:, :, -1:])[:, :, 0] * scale  # coefficients on the rows as given
-    y /= np.sqrt(np.maximum(np.einsum("ki,kij,kj->k", y, gram, y), 1e-300))[:, None]  # ‖u‖ = 1
-    theta = theta[:, -1]
+    theta, z = theta[:, ::-1][:, :top].copy(), z[:, :, ::-1][:, :, :top]
+    y = (w @ z) * scale[:, :, None]  # (K, b, top): coefficients on the rows as given
+    norms = np.sqrt(np.maximum(np.einsum("kit,kij,kjt->kt", y, gram, y), 0))
+    y = np.where(norms[:, None, :] > 0, y / np.maximum(norms, 1e-300)[:, None, :], 0)  # ‖u‖ = 1
+    theta[theta < -BIG / 2] = -np.inf
     theta[bad], y[bad] = np.nan, np.nan
-    return theta, (torch.from_numpy(y).to(pairs).unsqueeze(1) @ pairs).squeeze(1)
+    return theta, torch.from_numpy(y).to(pairs).transpose(1, 2) @ pairs
+
+
+class _Track:
+    """One eigen-track's state within a step: the Ritz values θ (K, b), the pairs [u, T u]
+    (K, b, 2n), the top pair's previous value, and every pair's residual, relative to |θ_1|."""
+
+    def __init__(self, scale, block, n):
+        self.scale, self.block, self.n = scale, block, n
+        self.theta = self.pairs = self.previous = None
+
+    def image(self, products):
+        """T v from H (s v): products (m, K, n) -> (K, m, n)."""
+        products = products.transpose(0, 1)
+        return products if self.scale is None else self.scale.unsqueeze(1) * products
+
+    def solve(self, rows):
+        self.previous = None if self.pairs is None else self.pairs[:, 0]
+        self.theta, self.pairs = rayleigh_ritz(rows, self.block)
+        n, theta = self.n, torch.from_numpy(np.nan_to_num(self.theta, neginf=0.0))
+        self.r = self.pairs[:, :, n:] - theta.to(self.pairs).unsqueeze(-1) * self.pairs[:, :, :n]
+        self.r_norm = self.r.norm(dim=-1)
+        self.rel = self.r_norm.cpu().numpy() / np.maximum(np.abs(self.theta[:, :1]), 1e-300)
+
+    def pending(self, tol, block_tol) -> list[int]:
+        """The block vectors that need another round: the top while its relative residual
+        exceeds ``tol``, the others while theirs exceeds ``block_tol`` (any seed)."""
+        finite = np.isfinite(self.theta[:, :1])
+        limits = np.array([tol] + [block_tol] * (self.block - 1))
+        return [j for j in range(self.block) if (~(self.rel[:, j] <= limits[j]) & finite[:, 0]).any()]
+
+    def directions(self, which):
+        """The unit residuals of the Ritz pairs ``which``: (K, len(which), n)."""
+        return (self.r[:, which] / self.r_norm[:, which].clamp_min(1e-300).unsqueeze(-1))
+
+    def refine(self, w, image_w):
+        """One LOBPCG round: Rayleigh–Ritz on the block, the new directions [w, T w] (K, m, n)
+        each, and the top's last move."""
+        rows = [self.pairs, torch.cat([w, image_w], -1)]
+        if self.previous is not None:
+            rows.append((self.pairs[:, 0] - self.previous).unsqueeze(1))
+        self.solve(torch.cat(rows, 1))
 
 
 class TrackingEngine:
@@ -116,26 +181,45 @@ class TrackingEngine:
     Parameters
     ----------
     tol: relative residual at which an eigenpair is accepted (default 1e-3).
-    max_rounds: cap on the LOBPCG rounds of one step (the first, cold step needs the most).
-    track_raw: also track λ_max(H).
-    seed: seeds the random start vector of the first step.
+    max_rounds: cap on the rounds of one step; a step that reaches it is not certified.
+    block: Ritz vectors carried per track (1 is plain warm-started LOBPCG).
+    block_tol: relative residual (to |θ_1|) to which the block's other vectors are refined: they
+        need only follow their eigenvectors closely enough to take over the top when it swaps.
+    check_every: a cold start from random vectors every this many steps (the first step is
+        always cold; 0: never again).
+    track_raw: also track λ_max(H) (and compute λ_grad(H), whose product H g it needs).
+    raw_gradient: compute λ_grad(H) (one more product per step unless ``track_raw``).
+    seed: seeds the random start vectors.
     """
 
-    def __init__(self, *, tol: float = 1e-3, max_rounds: int = 200, track_raw: bool = False,
-                 seed: int = 0):
+    def __init__(self, *, tol: float = 1e-3, max_rounds: int = 100, block: int = 2,
+                 block_tol: float = 0.1, check_every: int = 100, track_raw: bool = False,
+                 raw_gradient: bool = False, seed: int = 0):
         self.tol = check_number("tol", tol, low=0, low_open=True, high=1, high_open=True)
+        self.block_tol = check_number("block_tol", block_tol, low=0, low_open=True, high=1,
+                                      high_open=True)
         self.max_rounds = check_number("max_rounds", max_rounds, low=1, integer=True)
+        self.block = check_number("block", block, low=1, high=8, integer=True)
+        self.check_every = check_number("check_every", check_every, low=0, integer=True)
         self.track_raw = track_raw
+        self.raw_gradient = raw_gradient or track_raw
         self.seed = seed
+        self.steps = 0
         self.vectors: dict[str, torch.Tensor] = {}
-        """The last top eigenvector of each track ("pre": S, "H": H), (K, n): the warm start."""
+        """The block of each track ("pre": S, "H": H), (K, block, n): the next warm start."""
+
+    def _random(self, shape, like):
+        gen = torch.Generator().manual_seed(self.seed + 7919 * self.steps)
+        return _unit(torch.randn(shape, generator=gen, dtype=torch.float64).to(like))
 
     def _start(self, key: str, like: torch.Tensor) -> torch.Tensor:
+        """The warm block of ``key`` (K, b, n); random rows where there is none (or a zero row)."""
+        K, n = like.shape
         x = self.vectors.get(key)
-        if x is None or x.shape != like.shape:
-            gen = torch.Generator().manual_seed(self.seed)
-            x = _unit(torch.randn(like.shape, generator=gen, dtype=torch.float64).to(like))
-        return x
+        fresh = self._random((K, self.block, n), like)
+        if x is None or x.shape != fresh.shape:
+            return fresh
+        return torch.where((x.norm(dim=-1, keepdim=True) > 0) & torch.isfinite(x), x, fresh)
 
     def step(self, apply_h, gradient: torch.Tensor, d: torch.Tensor | None,
              c: torch.Tensor | float = 1.0) -> StepCurvature:
@@ -151,82 +235,95 @@ class TrackingEngine:
         sd = None if d is None else d.to(g).sqrt()
         dg = g if d is None else d.to(g) * g
         gs = g if sd is None else sd * g
+        checked = self.steps > 0 and self.check_every > 0 and self.steps % self.check_every == 0
         # Each track iterates on T = s H s (s = D^{1/2} for Ĥ, s = 1 for H); S = c T for Ĥ has
         # the same eigenvectors and c times the eigenvalues, applied at the end.
-        scales = {"pre": sd}
+        tracks = {"pre": _Track(sd, self.block, n)}
         if self.track_raw:
-            scales["H"] = None
-        starts = {key: self._start(key, g) for key in scales}
+            tracks["H"] = _Track(None, self.block, n)
+        if checked:
+            for key in list(tracks):
+                tracks[key + ":cold"] = _Track(tracks[key].scale, self.block, n)
+        starts = {k: (self._random((K, self.block, n), g) if k.endswith(":cold")
+                      else self._start(k, g)) for k in tracks}
 
-        # Round 1, one batched pass: H g, H (D g) (the same product when D = I), and H s x for
-        # every track's warm start x.
-        head = [g] if d is None else [g, dg]
-        requests = head + [x if scales[k] is None else scales[k] * x for k, x in starts.items()]
-        out = apply_h(torch.stack(requests))
-        hvps, rounds = len(requests) * K, 1
-        hdg_at = len(head) - 1  # index of H (D g) in out
-        lam_grad = curvatures_along_gradient(g, dg, out[0], out[hdg_at], c)
+        # Round 1, one batched pass: H (D g), H g where needed (the same product when D = I),
+        # and H s x for every vector x of every track's block.
+        head = [dg] if (d is not None and not self.raw_gradient) else (
+            [g] if d is None else [g, dg])
+        hdg_at, hg_at = len(head) - 1, (0 if len(head) == 2 or d is None else None)
+        blocks = [x if tracks[k].scale is None else tracks[k].scale.unsqueeze(1) * x
+                  for k, x in starts.items()]  # each (K, b, n)
+        out = apply_h(torch.cat([torch.stack(head)] + [x.transpose(0, 1) for x in blocks]))
+        hvps, rounds = out.shape[0] * K, 1
+        lam_grad = curvatures_along_gradient(g, dg, None if hg_at is None else out[hg_at],
+                                             out[hdg_at], c)
 
-        def image(s, products):
-            """T v from H (s v): products (m, K, n) -> (K, m, n)."""
-            products = products.transpose(0, 1)
-            return products if s is None else s.unsqueeze(1) * products
-
-        def residual(theta, pair):
-            """r = T u − θ u (K, n), ‖r‖ (K,) and ‖r‖ / |θ| (NumPy, K)."""
-            r = pair[:, n:] - torch.from_numpy(theta).to(pair).unsqueeze(1) * pair[:, :n]
-            norm = r.norm(dim=-1)
-            return r, norm, norm.cpu().numpy() / np.maximum(np.abs(theta), 1e-300)
-
-        state = {}  # per track: θ, [u, T u], the previous [u, T u], r, ‖r‖, relative residual
-        for i, (key, s) in enumerate(scales.items()):
-            # the free direction: s g for Ĥ (T s g = s H D g), g for H (H g)
-            basis = torch.stack([starts[key], gs if key == "pre" else g], 1)
-            images = image(s, out[[len(head) + i, hdg_at if key == "pre" else 0]])
-            theta, pair = rayleigh_ritz(torch.cat([basis, images], -1))
-            state[key] = [theta, pair, None, *residual(theta, pair)]
+        at = len(head)
+        for key, track in tracks.items():
+            x = starts[key]
+            rows = [torch.cat([x, track.image(out[at:at + self.block])], -1)]
+            at += self.block
+            if not key.endswith(":cold"):  # the free direction: s g (T s g = s H D g) or g (H g)
+                free_image = track.image(out[hdg_at:hdg_at + 1] if track.scale is not None
+                                         else out[hg_at:hg_at + 1])
+                rows.append(torch.cat([(gs if track.scale is not None else g).unsqueeze(1),
+                                       free_image], -1))
+            track.solve(torch.cat(rows, 1))
 
         for _ in range(self.max_rounds - 1):
-            pending = [k for k, st in state.items() if (st[5] > self.tol).any()]
+            pending = {k: which for k, t in tracks.items() if (which := t.pending(self.tol, self.block_tol))}
             if not pending:
                 break
-            directions = {k: state[k][3] / state[k][4].clamp_min(1e-300).unsqueeze(1)
-                          for k in pending}
-            out = apply_h(torch.stack([w if scales[k] is None else scales[k] * w
-                                       for k, w in directions.items()]))
-            hvps, rounds = hvps + len(pending) * K, rounds + 1
-            for i, key in enumerate(pending):
-                theta, pair, previous = state[key][:3]
-                w = torch.cat([directions[key], image(scales[key], out[i:i + 1])[:, 0]], -1)
-                rows = [pair, w] + ([pair - previous] if previous is not None else [])
-                theta, new = rayleigh_ritz(torch.stack(rows, 1))
-                state[key] = [theta, new, pair, *residual(theta, new)]
+            directions = {k: tracks[k].directions(which) for k, which in pending.items()}
+            requests = [w if tracks[k].scale is None else tracks[k].scale.unsqueeze(1) * w
+                        for k, w in directions.items()]
+            out = apply_h(torch.cat([w.transpose(0, 1) for w in requests]))
+            hvps, rounds = hvps + out.shape[0] * K, rounds + 1
+            at = 0
+            for key, w in directions.items():
+                m = w.shape[1]
+                tracks[key].refine(w, tracks[key].image(out[at:at + m]))
+                at += m
 
-        for key, (theta, pair, *_rest) in state.items():
-            finite = np.isfinite(theta)
-            u = pair[:, :n]
-            if not finite.all():  # a seed whose pair is not finite keeps its previous vector
-                u = torch.where(torch.from_numpy(finite).to(u.device).unsqueeze(1), u, starts[key])
-            self.vectors[key] = u
+        corrected = np.zeros(K, dtype=bool)
+        for key in [k for k in tracks if not k.endswith(":cold")]:
+            track, cold = tracks[key], tracks.get(key + ":cold")
+            if cold is not None:  # the cold start's top pair joins the block's problem
+                found = cold.theta[:, 0] > track.theta[:, 0] + self.tol * np.abs(track.theta[:, 0])
+                if key == "pre":
+                    corrected = found
+                track.previous = None
+                track.solve(torch.cat([track.pairs, cold.pairs[:, :1]], 1))
+            u = track.pairs[:, :, :n]
+            finite = torch.from_numpy(np.isfinite(track.theta[:, 0])).to(u.device)
+            # a seed whose pairs are not finite keeps its previous block
+            self.vectors[key] = torch.where(finite[:, None, None], u, starts[key])
+        self.steps += 1
 
-        theta, pair, *_, res = state["pre"]
-        u = pair[:, :n]
+        pre = tracks["pre"]
+        theta, res = pre.theta[:, 0], pre.rel[:, 0]
+        u = pre.pairs[:, 0, :n]
         right = u if sd is None else sd * u
         gs_u = (gs * u).sum(-1).abs()
         norms = torch.stack([right.norm(dim=-1), gs_u, g.norm(dim=-1), gs.norm(dim=-1)])
         right_norm, gs_u, g_norm, gs_norm = norms.to(torch.float64).cpu().numpy()
         with np.errstate(divide="ignore", invalid="ignore"):
             cos_top, cos_sym = gs_u / right_norm / g_norm, gs_u / gs_norm
+        second = pre.theta[:, 1] if self.block > 1 else np.full(K, np.nan)
 
         def tensor(a):
             return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64))
 
-        raw = state.get("H")
+        raw = tracks.get("H")
         return StepCurvature(
             lambda_max_pre=tensor(c * theta), residual_pre=tensor(res), vector_pre=u,
             right_vector_pre=right / torch.from_numpy(np.maximum(right_norm, 1e-300)).to(right)[:, None],
+            second_pre=tensor(c * second),
             **{k: tensor(v) for k, v in lam_grad.items()},
             cos_grad_top=tensor(cos_top), cos_grad_top_sym=tensor(cos_sym),
-            hvps=hvps, rounds=rounds, converged=tensor(res) <= self.tol,
-            lambda_max_H=None if raw is None else tensor(raw[0]),
-            residual_H=None if raw is None else tensor(raw[5]))
+            hvps=hvps, rounds=rounds, converged=tensor(res) <= self.tol, checked=checked,
+            corrected=torch.from_numpy(corrected),
+            lambda_max_H=None if raw is None else tensor(raw.theta[:, 0]),
+            residual_H=None if raw is None else tensor(raw.rel[:, 0]),
+            converged_H=None if raw is None else tensor(raw.rel[:, 0]) <= self.tol)

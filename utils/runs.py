@@ -104,11 +104,28 @@ class RunResult:
     diverged_at: int | None
     model: torch.nn.Module
     seconds: float
+    spot_checks: list = field(default_factory=list)
+    """The engine against a cold solve (:meth:`~utils.tracker.CurvatureTracker.spot_checks`)."""
 
     @property
     def threshold(self) -> float:
         """The stability threshold 2/η on Ĥ."""
         return 2.0 / self.config.lr
+
+    def instrument(self) -> dict:
+        """How far the curvature measurements can be trusted: tracked steps, steps whose
+        λ_max(Ĥ) is not certified (:data:`~utils.tracker.CERTIFICATES`), cold starts that
+        found a larger eigenvalue than the warm block, and the spot checks against a cold solve
+        with their largest relative error (None without checks)."""
+        m = self.metrics
+        cert = m["eig_certificate"].dropna() if "eig_certificate" in m else pd.Series(dtype=str)
+        errors = [c["rel_error"] for c in self.spot_checks]
+        return {"tracked_steps": int(len(cert)),
+                "uncertified_steps": int((cert == "none").sum()),
+                "cold_start_corrections": int(m["eig_corrected"].fillna(0).sum())
+                if "eig_corrected" in m else 0,
+                "spot_checks": len(errors),
+                "spot_check_max_rel_error": max(errors) if errors else None}
 
     def summary(self, verdicts=None) -> dict:
         """Parameters, versions, spikes and verdicts as a JSON-ready dict."""
@@ -121,6 +138,8 @@ class RunResult:
             "steps_run": int(self.metrics["step"].max()) if len(self.metrics) else 0,
             "diverged_at": self.diverged_at,
             "spikes": [asdict(s) for s in self.spikes],
+            "instrument": self.instrument(),
+            "spot_checks": self.spot_checks,
             "verdicts": {v.name: v.to_dict() for v in (verdicts or [])},
         }
 
@@ -238,7 +257,7 @@ def run(config: RunConfig) -> RunResult:
         opt.step()
         if tracked:
             state = read_adam_state(opt) if config.optimizer == "adam" else None
-            row.update(tracker.measure(hessian, state, v_prev))
+            row.update(tracker.measure(hessian, state, v_prev, step=step))
         rows.append(row)
         if step % 100 == 0:
             bar.set_postfix(loss=f"{loss:.3g}", refresh=False)
@@ -247,7 +266,12 @@ def run(config: RunConfig) -> RunResult:
     spikes = detect_spikes(metrics["loss"].to_numpy(), metrics["step"].to_numpy(),
                            factor=config.spike_factor, window=config.spike_window,
                            floor=config.spike_floor)
-    return RunResult(config, metrics, spikes, diverged_at, model, time.perf_counter() - t0)
+    checks = tracker.spot_checks(loss_fn, tracker.spot_check_steps([s.start for s in spikes]))
+    if checks:
+        errors = pd.Series({c["step"]: c["rel_error"] for c in checks})
+        metrics["eig_spot_rel_error"] = metrics["step"].map(errors)
+    return RunResult(config, metrics, spikes, diverged_at, model, time.perf_counter() - t0,
+                     checks)
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -98,7 +98,7 @@ def run_seeds(config: RunConfig, seeds) -> list[RunResult]:
                            eps=config.eps)
     measure = set(config.measure)
     engine = TrackingEngine(tol=config.eig_tol, track_raw="lambda_max_H" in measure,
-                            seed=config.seed)
+                            raw_gradient="lambda_grad_H" in measure, seed=config.seed)
     rows = {s: [] for s in seeds}
     alive = torch.ones(len(seeds), dtype=torch.bool)
     per_seed = {}
@@ -162,8 +162,7 @@ def run_seeds(config: RunConfig, seeds) -> list[RunResult]:
 
 def _per_seed_columns(out, measure, g, v_prev, v_new) -> dict[str, list[float]]:
     """The engine's per-seed tensors as metric columns (lists of K floats), as ``run`` names them."""
-    cols = {name: [float(x) for x in values.detach().cpu()]
-            for name, values in engine_columns(out, measure).items()}
+    cols = engine_columns(out, measure)
     K = g.shape[0]
     if "decoupling" in measure and v_prev is not None:
         stats = [decoupling_statistics(g[k], v_prev[k], v_new[k]) for k in range(K)]

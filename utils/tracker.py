@@ -21,12 +21,30 @@ from .engine import StepCurvature, TrackingEngine, single_model
 from .hvp import LossHessian
 from .validation import check_choice, check_number
 
-MEASUREMENTS = ("lambda_max_H", "lambda_max_pre", "lambda_grad", "alignment", "decoupling")
-"""What the tracker can measure; ``alignment`` needs ``lambda_max_pre``."""
+MEASUREMENTS = ("lambda_max_H", "lambda_max_pre", "lambda_grad", "lambda_grad_H", "alignment",
+                "decoupling")
+"""What the tracker can measure; ``alignment`` needs ``lambda_max_pre``. ``lambda_grad`` is
+λ_grad(Ĥ) in forms (A) and (B) (one product, H D g); ``lambda_grad_H``, the raw λ_grad(H), costs
+one more product (H g) unless ``lambda_max_H`` is tracked too."""
+CERTIFICATES = ("residual", "residual+cold start", "dense", "none")
+"""How a tracked λ_max(Ĥ) is certified (the ``eig_certificate`` column): ``residual``, its
+relative residual is within the tolerance (the warm block's top Ritz pair); ``residual+cold
+start``, the same, at a step where a cold start from random vectors also ran and joined the
+block; ``dense``, the dense eigendecomposition (tiny models); ``none``, not certified (the
+solver stopped at its round cap): the value is reported, and counted, but not trusted."""
 PRECONDITIONED = ("lambda_max_pre", "alignment", "decoupling")
 TRACKER_SOLVERS = ("engine", *SOLVERS)
 """``"engine"``: :class:`~utils.engine.TrackingEngine` (batched, warm-started LOBPCG rounds, the
 default); the others solve each quantity separately with :func:`~utils.curvature.top_eigenpair`."""
+SPOT_CHECK_EVERY = 100
+"""A run compares the tracked λ_max(Ĥ) with a cold solve at every this many tracked steps (the
+first included) and at each spike's start (:meth:`CurvatureTracker.spot_checks`)."""
+SPOT_CHECK_TOL = 1e-10
+"""ARPACK's relative tolerance in a spot check: far below the engine's, so the check measures
+the engine's error, not its own."""
+SNAPSHOT_BYTES = 256 * 2 ** 20
+"""Memory the tracker may spend on the (θ_t, D_t) snapshots that spot checks at spike starts
+need; beyond it the oldest unscheduled snapshots are dropped (and those checks skipped)."""
 ENGINE_MIN_PARAMETERS = DENSE_BELOW
 """Below this many parameters (the 1-D quadratic) the dense eigendecomposition is cheaper."""
 
@@ -50,8 +68,11 @@ class CurvatureTracker:
         self.solver = check_choice("eig_solver", solver, TRACKER_SOLVERS)
         self.seed = seed
         self._warm: dict[str, tuple[torch.Tensor, float]] = {}
+        self.tracked = 0
+        self.snapshots: dict[int, tuple] = {}
+        """step -> (θ_t flat, D_t, c_t, tracked λ_max(Ĥ)) for the spot checks."""
         self.engine = TrackingEngine(tol=tol, track_raw="lambda_max_H" in self.measure_set,
-                                     seed=seed)
+                                     raw_gradient="lambda_grad_H" in self.measure_set, seed=seed)
 
     def _solve(self, key: str, operator) -> EigenResult:
         v0, scale = self._warm.get(key, (None, None))
@@ -63,14 +84,17 @@ class CurvatureTracker:
         return result
 
     def measure(self, hessian: LossHessian, state: AdamState | None,
-                v_prev: torch.Tensor | None = None) -> dict[str, float]:
-        """All requested quantities at one step, as a flat dict of floats.
+                v_prev: torch.Tensor | None = None, step: int | None = None) -> dict[str, float]:
+        """All requested quantities at one step, as a flat dict of floats (and the string
+        ``eig_certificate``).
 
         ``state`` is Adam's state after the update from θ_t (``None`` for plain GD, where
         D = I, c = 1 and the preconditioned quantities equal the raw ones); ``v_prev`` is
-        v_{t-1} (``None`` at t = 1). Adds ``hvps``, the Hessian-vector products this step used.
+        v_{t-1} (``None`` at t = 1); ``step`` is t, under which the step's snapshot is kept for
+        :meth:`spot_checks`. Adds ``hvps``, the Hessian-vector products this step used.
         """
         start = hessian.n_hvps
+        self._layout = (list(hessian.theta), [p.shape for p in hessian.theta.values()])
         row: dict[str, float] = {}
         if not bool(torch.isfinite(hessian.gradient).all()):
             return {"hvps": 0}
@@ -83,13 +107,63 @@ class CurvatureTracker:
         if "decoupling" in self.measure_set and state is not None and v_prev is not None:
             row.update(decoupling_statistics(hessian.gradient, v_prev, state.v))
         row["hvps"] = hessian.n_hvps - start
-        return {k: (float(v) if not isinstance(v, (int, np.integer)) else int(v))
-                for k, v in row.items()}
+        if step is not None and math.isfinite(row.get("lambda_max_pre", math.nan)):
+            self._snapshot(step, hessian, d, c, row["lambda_max_pre"])
+        return {k: (v if isinstance(v, str) else int(v) if isinstance(v, (int, np.integer))
+                    else float(v)) for k, v in row.items()}
+
+    def _snapshot(self, step, hessian, d, c, value):
+        scheduled = self.tracked % SPOT_CHECK_EVERY == 0
+        self.tracked += 1
+        theta = torch.cat([p.detach().reshape(-1) for p in hessian.theta.values()])
+        self.snapshots[step] = (theta, None if d is None else d.clone(), float(c), value, scheduled)
+        size = 2 * theta.numel() * theta.element_size()
+        while len(self.snapshots) * size > SNAPSHOT_BYTES:
+            oldest = next((k for k, snap in self.snapshots.items() if not snap[4]), None)
+            if oldest is None:
+                break
+            del self.snapshots[oldest]
+
+    def spot_check_steps(self, spike_starts=()) -> list[int]:
+        """The steps to spot-check: every :data:`SPOT_CHECK_EVERY`-th tracked step and, for each
+        step in ``spike_starts``, the last tracked step at or before it."""
+        tracked = sorted(self.snapshots)
+        chosen = {k for k in tracked if self.snapshots[k][4]}
+        for start in spike_starts:
+            before = [k for k in tracked if k <= start]
+            if before:
+                chosen.add(before[-1])
+        return sorted(chosen)
+
+    def spot_checks(self, loss_fn, steps) -> list[dict]:
+        """Compare the tracked λ_max(Ĥ) at ``steps`` with a cold solve at the same θ_t, D_t:
+        scipy's ``eigsh`` (ARPACK) from a random start at relative tolerance
+        :data:`SPOT_CHECK_TOL` (dense below :data:`~utils.curvature.DENSE_BELOW` parameters).
+        ``loss_fn`` maps a parameter dict to the loss, as in :class:`~utils.hvp.LossHessian`.
+        Returns one dict per checked step: step, tracked, reference, rel_error, solver."""
+        checks = []
+        for step in steps:
+            if step not in self.snapshots:
+                continue
+            theta, d, c, value, _ = self.snapshots[step]
+            params = self._params_like(theta)
+            op = PreconditionedHessian(LossHessian(loss_fn, params), d, c)
+            ref = top_eigenpair(op, None, tol=SPOT_CHECK_TOL, solver="eigsh", seed=step,
+                                max_iter=10_000)
+            checks.append({"step": int(step), "tracked": value, "reference": ref.value,
+                           "rel_error": abs(value - ref.value) / max(abs(ref.value), 1e-300),
+                           "solver": ref.solver})
+        return checks
+
+    def _params_like(self, theta):
+        names, shapes = self._layout
+        pieces = theta.split([math.prod(s) for s in shapes])
+        return {k: p.view(s) for k, p, s in zip(names, pieces, shapes)}
 
     def _measure_with_engine(self, hessian: LossHessian, d, c) -> dict:
         out = self.engine.step(single_model(hessian), hessian.gradient[None],
                                None if d is None else d[None], c)
-        return {k: v.item() for k, v in engine_columns(out, self.measure_set).items()}
+        return {k: v[0] for k, v in engine_columns(out, self.measure_set).items()}
 
     def _measure_separately(self, hessian: LossHessian, d, c) -> dict:
         row = {}
@@ -100,26 +174,46 @@ class CurvatureTracker:
             op = PreconditionedHessian(hessian, d, c)
             res = self._solve("pre", op)
             row.update(lambda_max_pre=res.value, eig_residual_pre=res.residual,
-                       eig_converged_pre=float(res.converged))
+                       eig_converged_pre=float(res.converged),
+                       eig_certificate=("dense" if res.solver == "dense" else
+                                        "residual" if res.converged else "none"))
             if "alignment" in self.measure_set:
                 row.update(alignment(hessian.gradient, res, op))
-        if "lambda_grad" in self.measure_set:
-            row.update(gradient_curvatures(hessian, d, c))
+        if "lambda_grad" in self.measure_set or "lambda_grad_H" in self.measure_set:
+            values = gradient_curvatures(hessian, d, c)
+            if "lambda_grad" in self.measure_set:
+                row.update(lambda_grad_pre_a=values["lambda_grad_pre_a"],
+                           lambda_grad_pre=values["lambda_grad_pre"])
+            if "lambda_grad_H" in self.measure_set:
+                row["lambda_grad_H"] = values["lambda_grad_H"]
         return row
 
 
-def engine_columns(out: StepCurvature, measure) -> dict[str, torch.Tensor]:
-    """The requested quantities of one engine step, named as the metrics columns, each a
-    tensor of shape (K,) (one value per seed)."""
+def engine_columns(out: StepCurvature, measure) -> dict[str, list]:
+    """The requested quantities of one engine step, named as the metrics columns, each a list
+    of K values (one per seed)."""
     cols = {}
     if "lambda_max_H" in measure:
         cols.update(lambda_max_H=out.lambda_max_H, eig_residual_H=out.residual_H)
     if "lambda_max_pre" in measure:
         cols.update(lambda_max_pre=out.lambda_max_pre, eig_residual_pre=out.residual_pre,
-                    eig_converged_pre=out.converged.to(out.lambda_max_pre.dtype))
+                    eig_converged_pre=out.converged.to(out.lambda_max_pre.dtype),
+                    eig_second_pre=out.second_pre,
+                    eig_corrected=out.corrected.to(out.lambda_max_pre.dtype))
     if "alignment" in measure:
         cols.update(cos_grad_top=out.cos_grad_top, cos_grad_top_sym=out.cos_grad_top_sym)
     if "lambda_grad" in measure:
-        cols.update(lambda_grad_H=out.lambda_grad_H, lambda_grad_pre_a=out.lambda_grad_pre_a,
-                    lambda_grad_pre=out.lambda_grad_pre)
+        cols.update(lambda_grad_pre_a=out.lambda_grad_pre_a, lambda_grad_pre=out.lambda_grad_pre)
+    if "lambda_grad_H" in measure:
+        cols.update(lambda_grad_H=out.lambda_grad_H)
+    cols = {k: [float(x) for x in v.detach().cpu()] for k, v in cols.items()}
+    if "lambda_max_pre" in measure:
+        cols["eig_certificate"] = [certificate(bool(ok), out.checked) for ok in out.converged]
     return cols
+
+
+def certificate(converged: bool, checked: bool) -> str:
+    """The ``eig_certificate`` of an engine step (see :data:`CERTIFICATES`)."""
+    if not converged:
+        return "none"
+    return "residual+cold start" if checked else "residual"
