@@ -1,0 +1,146 @@
+"""Many seeds of one run on every core: :func:`utils.seeds.run_seeds` chunks as Dask tasks.
+
+    results = run_seeds_parallel(config, range(16))            # local cluster, one worker per core
+    results = run_seeds_parallel(config, range(64), scheduler="tcp://host:8786")
+
+:func:`~utils.seeds.run_seeds` trains K seeds as one stacked model in one process, which keeps
+one core busy. Here the seeds are split into chunks, each chunk is one batched ``run_seeds``
+call in its own single-threaded worker process, and the results come back in seed order. The
+numbers are those of the serial run: a seed's loss and gradient do not depend on which seeds
+share its batch, and the eigen-solves agree to their tolerance (``config.eig_tol``).
+
+The cluster is a :class:`distributed.LocalCluster` started for the call (one process per
+worker, one thread each) unless a scheduler address is given, by argument or by the
+environment variable ``DASK_SCHEDULER``. Local worker processes are *spawned*, so a script that
+calls this at import time needs the usual ``if __name__ == "__main__":`` guard.
+"""
+from __future__ import annotations
+
+import math
+import os
+from contextlib import contextmanager
+from dataclasses import replace
+
+from tqdm import tqdm
+
+from .runs import RunConfig, RunResult
+from .seeds import run_seeds
+from .validation import check_number
+
+SCHEDULER_ENV = "DASK_SCHEDULER"
+"""Environment variable holding the address of a running Dask scheduler (``tcp://host:8786``)."""
+
+WORKER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+"""Set in every local worker process before it imports torch: one BLAS/OpenMP thread per worker
+(Dask's own default too; restated so a user's Dask config cannot undo it). Workers of an
+external scheduler are started by whoever runs them, who should set the same; their torch
+threads are set to 1 by ``run_seeds`` in any case (``config.threads``)."""
+
+
+def _check_count(name: str, value) -> int | None:
+    """None, or a positive integer; ValueError naming ``name`` otherwise."""
+    return None if value is None else check_number(name, value, low=1, integer=True)
+
+
+def _scheduler_address(scheduler) -> str | None:
+    """The scheduler to connect to: ``scheduler``, else ``$DASK_SCHEDULER``, else None (local)."""
+    if scheduler is not None and not (isinstance(scheduler, str) and scheduler.strip()):
+        raise ValueError(f"scheduler must be an address such as 'tcp://host:8786', "
+                         f"got {scheduler!r}")
+    return (scheduler or os.environ.get(SCHEDULER_ENV, "")).strip() or None
+
+
+@contextmanager
+def dask_client(workers=None, scheduler=None):
+    """A :class:`distributed.Client`, closed (with any cluster it started) on exit.
+
+    With ``scheduler`` (an address) or ``$DASK_SCHEDULER`` set, the client connects to that
+    scheduler and ``workers`` is ignored (the cluster is not resized). Otherwise a
+    ``LocalCluster`` of ``workers`` processes (default ``os.cpu_count()``), one thread each,
+    without a dashboard, runs for the duration of the ``with`` block.
+    """
+    workers = _check_count("workers", workers)
+    address = _scheduler_address(scheduler)
+    from distributed import Client, LocalCluster  # imported here: starting up is the slow part
+
+    if address is not None:
+        with Client(address) as client:
+            yield client
+        return
+    with LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1,
+                      processes=True, dashboard_address=None, env=dict(WORKER_ENV)) as cluster, \
+            Client(cluster) as client:
+        yield client
+
+
+def chunk_seeds(seeds: list[int], n_chunks: int) -> list[list[int]]:
+    """``seeds`` in ``n_chunks`` contiguous chunks whose sizes differ by at most one (at most
+    ``len(seeds)`` chunks, none empty)."""
+    n_chunks = min(n_chunks, len(seeds))
+    size, extra = divmod(len(seeds), n_chunks)
+    chunks, start = [], 0
+    for i in range(n_chunks):
+        stop = start + size + (i < extra)
+        chunks.append(seeds[start:stop])
+        start = stop
+    return chunks
+
+
+def run_seeds_parallel(config: RunConfig, seeds, *, workers=None, seeds_per_task=None,
+                       scheduler=None, progress=True) -> list[RunResult]:
+    """Train ``config`` under each of ``seeds`` on a Dask cluster; one RunResult per seed, in
+    the order of ``seeds``.
+
+    The seeds are split into contiguous chunks, each trained by one task as one batched
+    :func:`~utils.seeds.run_seeds` call with ``threads=1`` and no per-task progress bar. By
+    default there are as many chunks as workers (``workers``, else the worker threads of the
+    cluster), so each worker trains one batch; ``seeds_per_task`` = k makes ⌈len(seeds)/k⌉
+    chunks of at most k seeds instead (more, smaller tasks balance uneven workers).
+    ``workers`` also sizes the local cluster; with ``scheduler`` (an address such as
+    ``"tcp://host:8786"``) or the environment variable ``DASK_SCHEDULER`` set, the existing
+    cluster is used as it is (see :func:`dask_client`). ``progress`` shows a bar over finished
+    tasks.
+
+    Each result is that of ``run_seeds``: its ``config`` is ``config`` with ``seed`` set to its
+    seed and ``threads=1``, ``progress=False``; its ``metrics`` the per-step table; its
+    ``model`` None (the stacked parameters are not returned); its ``seconds`` the wall time, in
+    seconds, of the whole chunk it was trained in (not of the call, which adds the cluster's
+    start, typically a few seconds). Its ``hvps`` column is the chunk's Hessian-vector
+    products divided by the chunk's size, so it depends on the chunking.
+
+    ValueError naming the parameter, before any cluster starts, for a bad ``config``, seeds
+    that are not distinct non-negative integers, or a ``workers``/``seeds_per_task`` that is
+    not a positive integer; an exception inside a task is raised here.
+    """
+    config.validate()
+    if config.optimizer != "adam":
+        raise ValueError("optimizer: seed batching runs Adam only")
+    if config.model == "quadratic":
+        raise ValueError("model: seed batching needs a model with data, not 'quadratic'")
+    seeds = [int(check_number("seeds", s, low=0, integer=True)) for s in seeds]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct non-negative integers, got {seeds}")
+    workers = _check_count("workers", workers)
+    seeds_per_task = _check_count("seeds_per_task", seeds_per_task)
+    _scheduler_address(scheduler)
+    if not isinstance(progress, bool):
+        raise ValueError(f"progress must be True or False, got {progress!r}")
+    task_config = replace(config, threads=1, progress=False)
+
+    with dask_client(workers=workers, scheduler=scheduler) as client:
+        from distributed import as_completed
+
+        if seeds_per_task is not None:
+            n_chunks = math.ceil(len(seeds) / seeds_per_task)
+        else:
+            n_chunks = workers or max(1, sum(client.nthreads().values()))
+        chunks = chunk_seeds(seeds, n_chunks)
+        futures = [client.submit(run_seeds, task_config, chunk, pure=False) for chunk in chunks]
+        index = {f.key: i for i, f in enumerate(futures)}
+        done = [None] * len(chunks)
+        with tqdm(total=len(futures), disable=not progress, unit="task",
+                  desc=f"{len(seeds)} seeds of {config.model} lr={config.lr:g}") as bar:
+            for future in as_completed(futures):
+                done[index[future.key]] = future.result()
+                bar.update(1)
+    return [result for chunk in done for result in chunk]
