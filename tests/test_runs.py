@@ -132,3 +132,27 @@ def test_tracking_does_not_change_the_trajectory():
     plain = run(RunConfig(**base, track_every=0)).metrics["loss"]
     tracked = run(RunConfig(**base, track_every=3)).metrics["loss"]
     pd.testing.assert_series_equal(plain, tracked)
+
+
+def test_a_run_spot_checks_the_engine_and_records_its_certificates(tmp_path):
+    """Every 100th tracked step (the first included) and each spike's start are compared with a
+    cold eigsh; the errors, the certificates and the instrument's record reach metrics.csv and
+    summary.json."""
+    from utils.tracker import CERTIFICATES
+
+    config = RunConfig(model="mlp", model_kwargs={"width": 8}, data="sin",
+                       data_kwargs={"n_points": 32}, lr=0.05, steps=210, track_every=2,
+                       progress=False, measure=("lambda_max_pre", "lambda_grad"))
+    result = run(config)
+    checked = [c["step"] for c in result.spot_checks]
+    starts = [max(t for t in range(2, 211, 2) if t <= s.start) for s in result.spikes
+              if s.start >= 2]
+    assert set(checked) == {2, 202} | set(starts)
+    assert all(c["rel_error"] <= 1e-3 for c in result.spot_checks)
+    m = result.metrics
+    assert set(m["eig_certificate"].dropna()) <= set(CERTIFICATES) - {"none"}
+    assert sorted(m.dropna(subset=["eig_spot_rel_error"])["step"]) == sorted(checked)
+    summary = json.loads((result.save(tmp_path) / "summary.json").read_text())
+    assert summary["instrument"]["tracked_steps"] == 105
+    assert summary["instrument"]["uncertified_steps"] == 0
+    assert summary["instrument"]["spot_checks"] == len(checked)

@@ -78,6 +78,21 @@ def stacked_problem(config: RunConfig, seeds):
     return params, losses
 
 
+def check_seed_run(config: RunConfig, seeds) -> list[int]:
+    """Validate a batched run before anything starts: ``config`` (Adam, a model with data) and
+    ``seeds`` (distinct non-negative integers). Returns the seeds as ints; ValueError naming
+    the parameter otherwise."""
+    config.validate()
+    seeds = [int(check_number("seeds", s, low=0, integer=True)) for s in seeds]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct non-negative integers, got {seeds}")
+    if config.optimizer != "adam":
+        raise ValueError("optimizer: seed batching runs Adam only")
+    if config.model == "quadratic":
+        raise ValueError("model: seed batching needs a model with data, not 'quadratic'")
+    return seeds
+
+
 def run_seeds(config: RunConfig, seeds) -> list[RunResult]:
     """Train ``config`` under each of ``seeds`` at once; one :class:`RunResult` per seed.
 
@@ -85,12 +100,7 @@ def run_seeds(config: RunConfig, seeds) -> list[RunResult]:
     one engine step per tracked step for all seeds together. The result's ``seconds`` is the
     wall time of the whole batch.
     """
-    config.validate()
-    seeds = [int(check_number("seeds", s, low=0, integer=True)) for s in seeds]
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise ValueError(f"seeds must be distinct non-negative integers, got {seeds}")
-    if config.optimizer != "adam":
-        raise ValueError("optimizer: seed batching runs Adam only")
+    seeds = check_seed_run(config, seeds)
     torch.set_num_threads(config.threads)
     params, losses = stacked_problem(config, seeds)
     layout = SeedLayout(params)
