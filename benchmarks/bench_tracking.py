@@ -7,7 +7,14 @@
    every method follows the same trajectory. Every tracked λ_max(Ĥ) is compared with a dense
    eigendecomposition of the same step's Ĥ (computed outside the timers).
 2. K seeds batched into one run (``utils.seeds``) against one seed, K = 1, 4, 16, 64.
-3. The wall time of each chapter's default papermill run (``--chapters``).
+3. Every chapter model (chapters 1, 3 and 4) at its chapter settings: a window of tracked
+   training at the chapter's tracking interval, with the engine's products per tracked step,
+   its uncertified steps, its largest error against a cold tight ``eigsh`` at every tracked step
+   (in an untimed replay of the same trajectory), and the wall time of a tracked step over a
+   plain Adam step and over its floor (the passes a tracked step cannot do without).
+4. Seeds per minute on every core (worker processes of a Dask ``LocalCluster``, seeds batched
+   in each) over one unbatched single-seed process.
+5. The wall time of each chapter's default papermill run (``--chapters``).
 
 Timings are medians of per-step times, with ``torch.set_num_threads`` fixed; ratios, not
 seconds, are what transfers between machines. Results: ``_build/bench/results.json``.
@@ -32,7 +39,7 @@ import pandas as pd
 import torch
 
 from utils.adam_state import read_adam_state
-from utils.chapters import chapter_defaults
+from utils.chapters import chapter_config
 from utils.curvature import PreconditionedHessian, gradient_curvatures, top_eigenpair
 from utils.engine import TrackingEngine, single_model
 from utils.hvp import LossHessian, loss_of_params, math_attention
@@ -53,14 +60,13 @@ except ImportError:  # pragma: no cover - the benchmark then says it was not mea
     hessian_eigenthings = None
 
 
+MODELS = {"mlp": "01_v_decay", "cnn": "03_gradient_alignment", "transformer": "04_spike_onset"}
+"""The chapter models of ``models`` in results.json, by the chapter whose settings they take."""
+
+
 def chapter1_config(device: str) -> RunConfig:
     """The fully connected chapter model: chapter 1's parameters cell, as its notebook builds it."""
-    p = chapter_defaults("01_v_decay")
-    return RunConfig(model="mlp", model_kwargs=dict(width=p["width"], depth=p["depth"],
-                                                    activation=p["activation"]),
-                     data="sin", data_kwargs=dict(n_points=p["n_points"]), lr=p["lr"],
-                     beta1=p["beta1"], beta2=p["beta2"], eps=p["eps"], seed=p["seed"],
-                     dtype=p["dtype"], device=device, progress=False)
+    return chapter_config("01_v_decay", device=device, progress=False)
 
 
 def machine(threads: int, device: str) -> dict:
@@ -256,12 +262,107 @@ def reference_values(fresh, steps: int) -> dict[str, list[float]]:
 
 
 def pass_costs(config: RunConfig, repeats: int = 200) -> dict:
-    """Median time (ms) of the passes a step is made of, at the initial parameters."""
+    """Median time (ms) of the passes a step is made of, at the initial parameters; the
+    engine's first round is three products (H D g and a block of two)."""
     model, loss_fn = build_problem(config)
-    params = dict(model.named_parameters())
+    passes = pass_costs_at(loss_fn, dict(model.named_parameters()), config.device, repeats, 3)
+    passes["three_hvps_batched"] = passes.pop("first_round")
+    return passes
+
+
+# ---- 3. every chapter model -----------------------------------------------------------------
+
+def model_costs(chapter: str, device: str, warmup: int, tracked_steps: int, tol: float,
+                repeats: int) -> dict:
+    """The engine on one chapter model at its chapter settings (tracking interval included).
+
+    After ``warmup`` plain steps, a window of ``tracked_steps`` tracked steps: every step is
+    timed (the plain ones give the plain step's median). The window is then replayed, untimed,
+    and every tracked step's λ_max(Ĥ) is solved cold by ``eigsh`` (tol 1e-10). The floor of a
+    tracked step is what it cannot do without, each pass timed alone at the window's end: the
+    plain step, less its gradient, plus the gradient with its graph and one batched pass of
+    the first round's products (H D g and the block).
+    """
+    config = chapter_config(chapter, device=device, progress=False)
+    every = config.track_every
+
+    def trajectory():
+        model, loss_fn = build_problem(config)
+        params = dict(model.named_parameters())
+        opt = torch.optim.Adam(params.values(), lr=config.lr,
+                               betas=(config.beta1, config.beta2), eps=config.eps)
+        return model, loss_fn, params, opt
+
+    def plain_step(loss_fn, params, opt):
+        with math_attention():
+            grads = torch.autograd.grad(loss_fn(params), list(params.values()))
+        for p, g in zip(params.values(), grads):
+            p.grad = g
+        opt.step()
+
+    def window(measure):
+        """Warm up, then run the window; ``measure(step, hessian, state)`` at tracked steps."""
+        model, loss_fn, params, opt = trajectory()
+        for _ in range(warmup):
+            plain_step(loss_fn, params, opt)
+        plain_ms = []
+        for step in range(warmup + 1, warmup + tracked_steps * every + 1):
+            _sync(device)
+            a = time.perf_counter()
+            if step % every:
+                plain_step(loss_fn, params, opt)
+                _sync(device)
+                plain_ms.append(1e3 * (time.perf_counter() - a))
+            else:
+                hessian, state = hessian_step(loss_fn, params, opt)
+                measure(step, hessian, state, a)
+        return plain_ms, (loss_fn, params, opt)
+
+    engine = TrackingEngine(tol=tol)
+    timed = []
+
+    def ours(step, hessian, state, started):
+        out = engine.step(single_model(hessian), hessian.gradient[None],
+                          state.preconditioner[None], state.c)
+        _sync(device)
+        timed.append((1e3 * (time.perf_counter() - started), out.lambda_max_pre.item(),
+                      out.hvps, bool(out.converged), float(hessian.loss),
+                      out.second_pre.item() / out.lambda_max_pre.item()))
+
+    plain_ms, (loss_fn, params, opt) = window(ours)
+    reference = []
+
+    def cold(step, hessian, state, started):
+        op = PreconditionedHessian(hessian, state.preconditioner, state.c)
+        reference.append((top_eigenpair(op, None, tol=1e-10, solver="eigsh", seed=step,
+                                        max_iter=10_000).value, float(hessian.loss)))
+
+    window(cold)
+    if [r[1] for r in reference] != [t[4] for t in timed]:
+        raise RuntimeError(f"{chapter}: the replay left the timed trajectory")
+    ms, values, hvps, certified, _, gaps = zip(*timed)
+    errors = [abs(v - r[0]) / abs(r[0]) for v, r in zip(values, reference)]
+    passes = pass_costs_at(loss_fn, params, device, repeats, 1 + engine.block)
+    plain = statistics.median(plain_ms)
+    floor = plain - passes["gradient"] + passes["graph_for_hvps"] + passes["first_round"]
+    tracked = statistics.median(ms)
+    return {"chapter": chapter, "n_params": passes["n_params"], "track_every": every,
+            "warmup_steps": warmup, "tracked_steps": len(ms),
+            "hvps_per_tracked_step": float(np.mean(hvps)),
+            "max_rel_error_lambda_max": max(errors),
+            "uncertified_steps": int(sum(not c for c in certified)),
+            "second_over_first_median": float(np.median(gaps)),
+            "tracked_ms": tracked, "plain_ms": plain, "floor_ms": floor,
+            "tracked_over_plain": tracked / plain, "tracked_over_floor": tracked / floor,
+            "pass_ms": passes}
+
+
+def pass_costs_at(loss_fn, params, device, repeats, products) -> dict:
+    """Median time (ms) of a gradient, of a gradient with its graph, of one Hessian-vector
+    product and of one batched pass of ``products`` of them (``first_round``), at ``params``."""
     hessian = LossHessian(loss_fn, params)
     gen = torch.Generator().manual_seed(0)
-    v = torch.randn(3, hessian.n, generator=gen, dtype=torch.float64).to(hessian.gradient)
+    v = torch.randn(products, hessian.n, generator=gen, dtype=torch.float64).to(hessian.gradient)
 
     def gradient():
         with math_attention():
@@ -271,18 +372,17 @@ def pass_costs(config: RunConfig, repeats: int = 200) -> dict:
         fn()
         times = []
         for _ in range(repeats):
-            _sync(config.device)
+            _sync(device)
             a = time.perf_counter()
             fn()
-            _sync(config.device)
+            _sync(device)
             times.append(time.perf_counter() - a)
         return 1e3 * statistics.median(times)
 
     return {"gradient": median_ms(gradient),
             "graph_for_hvps": median_ms(lambda: LossHessian(loss_fn, params)),
             "one_hvp": median_ms(lambda: hessian.matvec(v[0])),
-            "three_hvps_batched": median_ms(lambda: hessian.matmat(v)),  # the engine's first round
-            "n_params": hessian.n}
+            "first_round": median_ms(lambda: hessian.matmat(v)), "n_params": hessian.n}
 
 
 # ---- 2. seeds batched ----------------------------------------------------------------------
@@ -303,7 +403,38 @@ def seed_batching(config: RunConfig, steps: int, ks=(1, 4, 16, 64)):
             for k, s in seconds.items()}
 
 
-# ---- 3. chapters ---------------------------------------------------------------------------
+# ---- 4. every core ------------------------------------------------------------------------
+
+def seeds_per_minute(config: RunConfig, steps: int, n_seeds: int, workers: int) -> dict:
+    """Seeds per minute of ``n_seeds`` runs on ``workers`` Dask worker processes (seeds batched
+    in tasks of ``utils.parallel.SEEDS_PER_TASK``, one torch thread each; cluster start and
+    shutdown included) over those of one
+    unbatched single-seed process (``utils.runs.run``, the faster of 1 and ``workers`` torch
+    threads, median of three runs). Both at ``config``'s tracking interval and measurements, over ``steps`` steps."""
+    from utils.parallel import run_seeds_parallel
+    from utils.runs import run
+
+    cfg = replace(config, steps=steps, progress=False)
+    run(replace(cfg, steps=5))  # first-call costs (lazy initialisation) untimed
+    single = {}
+    for threads in sorted({1, workers}):
+        times = []
+        for _ in range(3):
+            a = time.perf_counter()
+            run(replace(cfg, threads=threads))
+            times.append(time.perf_counter() - a)
+        single[threads] = statistics.median(times)
+    a = time.perf_counter()
+    run_seeds_parallel(cfg, list(range(n_seeds)), workers=workers, progress=False)
+    parallel = time.perf_counter() - a
+    best = min(single.values())
+    return {"steps": steps, "seeds": n_seeds, "workers": workers,
+            "single_seed_seconds": {str(k): v for k, v in single.items()},
+            "parallel_seconds": parallel, "seeds_per_minute": 60 * n_seeds / parallel,
+            "single_seeds_per_minute": 60 / best, "ratio": n_seeds * best / parallel}
+
+
+# ---- 5. chapters ---------------------------------------------------------------------------
 
 def chapter_times():
     """Wall time of ``papermill`` on each chapter with its defaults (kernel start included)."""
@@ -330,6 +461,15 @@ def main(argv=None):
     parser.add_argument("--seed-counts", default="1,4,16,64", help="K values, comma-separated")
     parser.add_argument("--tol", type=float, default=1e-3)
     parser.add_argument("--repeats", type=int, default=200, help="timings of each single pass")
+    parser.add_argument("--model-warmup", default="mlp:1200,cnn:400,transformer:400",
+                        help="untimed steps before each chapter model's window")
+    parser.add_argument("--model-tracked", type=int, default=120,
+                        help="tracked steps in each chapter model's window")
+    parser.add_argument("--models", default="mlp,cnn,transformer", help="chapter models to time")
+    parser.add_argument("--parallel-seeds", type=int, default=64,
+                        help="seeds run on every core for seeds_per_minute_ratio")
+    parser.add_argument("--parallel-steps", type=int, default=1000,
+                        help="steps of each of those seeds (chapter 1's model and interval)")
     parser.add_argument("--chapters", action="store_true", help="also time every chapter")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
@@ -341,6 +481,15 @@ def main(argv=None):
     cost = tracking_cost(config, args.warmup, args.steps, args.cold_steps, args.tol)
     seeds = seed_batching(config, args.seed_steps,
                           tuple(int(k) for k in args.seed_counts.split(",")))
+    print("  seeds on every core ...", file=sys.stderr)
+    per_minute = seeds_per_minute(chapter_config("01_v_decay", device=args.device),
+                                  args.parallel_steps, args.parallel_seeds, os.cpu_count())
+    warmups = dict(item.split(":") for item in args.model_warmup.split(","))
+    models = {}
+    for name in [m for m in args.models.split(",") if m]:
+        print(f"  chapter model {name} ...", file=sys.stderr)
+        models[name] = model_costs(MODELS[name], args.device, int(warmups[name]),
+                                   args.model_tracked, args.tol, args.repeats)
     results = {
         "tracking_cost_ratio": cost["ours"]["cost_ratio"],
         "cold_eigsh_cost_ratio": cost["cold_eigsh"]["cost_ratio"],
@@ -350,12 +499,17 @@ def main(argv=None):
         "cold_power_hvps_per_step": cost["cold_power"]["hvps_per_step"],
         "max_rel_error_lambda_max": cost["ours"]["max_rel_error_lambda_max"],
         "seed_batch_ratio_16": seeds["16"]["ratio_to_one_seed"] if "16" in seeds else None,
+        "seeds_per_minute_ratio": per_minute["ratio"],
+        "models": models,
+        "seeds_per_minute": per_minute,
         "machine": machine(args.threads, args.device),
         "model": {"chapter": "01_v_decay", **{k: v for k, v in vars(config).items()
                                               if k in ("model", "model_kwargs", "data",
                                                        "data_kwargs", "lr", "dtype")}},
         "settings": {k: getattr(args, k) for k in ("warmup", "steps", "cold_steps",
-                                                   "seed_steps", "tol")},
+                                                   "seed_steps", "tol", "model_warmup",
+                                                   "model_tracked", "parallel_seeds",
+                                                   "parallel_steps")},
         "tracking": cost,
         "pass_ms": passes,
         "seed_batching": seeds,
@@ -376,10 +530,15 @@ def main(argv=None):
                           for name, r in cost.items()}).T
     print(table.to_string(float_format=lambda x: f"{x:.3g}"))
     print(pd.DataFrame(seeds).T.to_string(float_format=lambda x: f"{x:.3g}"))
+    print(pd.DataFrame(models).T[["hvps_per_tracked_step", "max_rel_error_lambda_max",
+                                  "uncertified_steps", "tracked_over_plain",
+                                  "tracked_over_floor"]].to_string(float_format=lambda x: f"{x:.3g}"))
     if args.chapters:
         print(pd.Series(results["chapter_seconds"], name="seconds").to_string())
+    print(f"seeds per minute on {per_minute['workers']} worker processes: "
+          f"{per_minute['ratio']:.2f}x one single-seed process")
     print(f"wrote {args.out}")
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # Dask's local workers are spawned processes
     main()

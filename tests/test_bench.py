@@ -8,6 +8,8 @@ from utils.runs import REPO_ROOT
 
 KEYS = ("tracking_cost_ratio", "cold_eigsh_cost_ratio", "hvps_per_step",
         "cold_eigsh_hvps_per_step", "max_rel_error_lambda_max", "seed_batch_ratio_16")
+MODEL_KEYS = ("hvps_per_tracked_step", "max_rel_error_lambda_max", "uncertified_steps",
+              "tracked_over_plain", "tracked_over_floor")
 
 
 def test_benchmark_runs_on_tiny_settings(tmp_path, capsys):
@@ -17,11 +19,18 @@ def test_benchmark_runs_on_tiny_settings(tmp_path, capsys):
     spec.loader.exec_module(bench)
     out = tmp_path / "results.json"
     bench.main(["--warmup", "20", "--steps", "6", "--cold-steps", "2", "--seed-steps", "3",
+                "--model-warmup", "mlp:5,cnn:2,transformer:2", "--model-tracked", "3",
+                "--parallel-seeds", "2", "--parallel-steps", "5",
                 "--seed-counts", "1,2", "--repeats", "3", "--out", str(out)])
     result = json.loads(out.read_text())
     assert result["max_rel_error_lambda_max"] < 1e-3
     assert result["hvps_per_step"] < result["cold_eigsh_hvps_per_step"]
     assert set(result["seed_batching"]) == {"1", "2"} and result["seed_batch_ratio_16"] is None
+    assert result["seeds_per_minute_ratio"] > 0
+    assert set(result["models"]) == {"mlp", "cnn", "transformer"}
+    for name, m in result["models"].items():
+        assert set(MODEL_KEYS) <= set(m), name
+        assert m["max_rel_error_lambda_max"] < 1e-3 and m["uncertified_steps"] == 0, name
     assert "ms/step" in capsys.readouterr().out
 
 
@@ -30,3 +39,7 @@ def test_committed_result_holds_the_required_numbers():
     for key in KEYS:
         assert isinstance(result[key], float) and math.isfinite(result[key]), key
     assert {"cpu", "torch_threads", "torch", "device"} <= set(result["machine"])
+    assert isinstance(result["seeds_per_minute_ratio"], float)
+    assert set(result["models"]) == {"mlp", "cnn", "transformer"}
+    for name, m in result["models"].items():
+        assert set(MODEL_KEYS) <= set(m), name
