@@ -214,12 +214,12 @@ class TrackingEngine:
 
     def _start(self, key: str, like: torch.Tensor) -> torch.Tensor:
         """The warm block of ``key`` (K, b, n); random rows where there is none (or a zero row)."""
-        K, n = like.shape
+        shape = (*like.shape[:1], self.block, like.shape[1])
         x = self.vectors.get(key)
-        fresh = self._random((K, self.block, n), like)
-        if x is None or x.shape != fresh.shape:
-            return fresh
-        return torch.where((x.norm(dim=-1, keepdim=True) > 0) & torch.isfinite(x), x, fresh)
+        if x is None or x.shape != shape:
+            return self._random(shape, like)
+        usable = (x.norm(dim=-1, keepdim=True) > 0) & torch.isfinite(x).all(-1, keepdim=True)
+        return x if bool(usable.all()) else torch.where(usable, x, self._random(shape, like))
 
     def step(self, apply_h, gradient: torch.Tensor, d: torch.Tensor | None,
              c: torch.Tensor | float = 1.0) -> StepCurvature:
@@ -249,9 +249,8 @@ class TrackingEngine:
 
         # Round 1, one batched pass: H (D g), H g where needed (the same product when D = I),
         # and H s x for every vector x of every track's block.
-        head = [dg] if (d is not None and not self.raw_gradient) else (
-            [g] if d is None else [g, dg])
-        hdg_at, hg_at = len(head) - 1, (0 if len(head) == 2 or d is None else None)
+        head = [g] if d is None else [g, dg] if self.raw_gradient else [dg]
+        hdg_at, hg_at = len(head) - 1, (0 if d is None or self.raw_gradient else None)
         blocks = [x if tracks[k].scale is None else tracks[k].scale.unsqueeze(1) * x
                   for k, x in starts.items()]  # each (K, b, n)
         out = apply_h(torch.cat([torch.stack(head)] + [x.transpose(0, 1) for x in blocks]))
