@@ -112,17 +112,19 @@ class LossHessian:
 
     __matmul__ = matvec
 
-    def matmat(self, vectors: torch.Tensor) -> torch.Tensor:
+    def matmat(self, vectors: torch.Tensor, batched: bool = True) -> torch.Tensor:
         """H V for k flat vectors at once: ``vectors`` of shape (k, n) -> (k, n); k products.
 
-        With ``"autograd"`` (and k·n up to :data:`BATCHED_HVP_MAX_ENTRIES`) the k products
-        share one batched backward pass through the graph of ∇L (``is_grads_batched``), which
-        costs less than k passes; above that, and with ``"func"``, it applies :meth:`matvec`
-        per row.
+        With ``"autograd"``, ``batched`` and k·n up to :data:`BATCHED_HVP_MAX_ENTRIES` the k
+        products share one batched backward pass through the graph of ∇L
+        (``is_grads_batched``), which on a single model costs less than k passes; otherwise,
+        and with ``"func"``, it applies :meth:`matvec` per row. Pass ``batched=False`` where
+        the loss is itself vmapped (:mod:`utils.seeds`): there the batched pass nests a second
+        vmap and cost more than the k passes.
         """
         if vectors.dim() != 2 or vectors.shape[1] != self.n:
             raise ValueError(f"vectors must have shape (k, {self.n}), got {tuple(vectors.shape)}")
-        if (self.method != "autograd" or len(vectors) == 1
+        if (not batched or self.method != "autograd" or len(vectors) == 1
                 or self.n * len(vectors) > BATCHED_HVP_MAX_ENTRIES):
             return torch.stack([self.matvec(v) for v in vectors])
         self.n_hvps += len(vectors)

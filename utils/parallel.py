@@ -47,13 +47,14 @@ default; and the statistical profiler, which samples the task thread's stack eve
 (about 10 % more)."""
 
 
-SEEDS_PER_TASK = 4
+SEEDS_PER_TASK = 8
 """Seeds batched in one task by default. Measured in one process on chapter 1's model (1,000
-steps, tracked every 5th step, one torch thread): ``run_seeds`` took per seed 1.75 s with
-K = 1, 1.36 s (2), 0.98 s (4), 0.95 s (8) and 0.98 s (16); a plain ``run`` of one seed took
-1.1-2.0 s on the same machine (its timings drift). Batching shares each step's fixed overhead,
-but the tracked steps' batched double backward grows with K, so beyond a few seeds it gains
-nothing; 4 per task keeps the tasks small enough to balance the workers."""
+steps, tracked every 5th step, one torch thread), ``run_seeds`` took per seed 1.46 s with
+K = 1, 0.71-0.75 s (4), 0.62-0.79 s (8), 0.64-0.69 s (16) and 0.77-0.80 s (32), against
+1.08-1.41 s for a plain ``run`` of one seed: batching shares each step's fixed overhead, but the
+products of the tracked steps grow with K. On two workers 4, 8 and 16 seeds per task gave
+2.3-2.4x the seeds per minute of one plain run; 8 keeps the tasks small enough to balance the
+workers."""
 
 
 def _check_count(name: str, value) -> int | None:

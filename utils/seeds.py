@@ -143,7 +143,9 @@ def run_seeds(config: RunConfig, seeds) -> list[RunResult]:
         if tracked:
             state = read_adam_state(opt)
             d = layout.to_seeds(state.preconditioner)
-            out = engine.step(lambda v: layout.to_seeds(hessian.matmat(layout.from_seeds(v))),
+            # products one pass each: a batched pass would nest a second vmap in the vmapped loss
+            out = engine.step(lambda v: layout.to_seeds(hessian.matmat(layout.from_seeds(v),
+                                                                       batched=False)),
                               g, d, state.c)
             measured = _per_seed_columns(out, measure, g, v_prev, layout.to_seeds(state.v))
         for k, s in enumerate(seeds):
