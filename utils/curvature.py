@@ -144,7 +144,9 @@ def _apply(operator, x: torch.Tensor) -> torch.Tensor:
     return operator.matvec(x).detach().to(torch.float64).cpu()
 
 
-def _linear_operator(operator) -> LinearOperator:
+def linear_operator(operator) -> LinearOperator:
+    """``operator`` (anything with ``n`` and ``matvec``) as a scipy ``LinearOperator`` on float64
+    NumPy vectors, for scipy's solvers."""
     def mv(x):
         x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64).reshape(-1))
         return _apply(operator, x).numpy()
@@ -167,7 +169,7 @@ def _dense(operator):
 
 def _eigsh(operator, v0, tol, max_iter):
     try:
-        vals, vecs = eigsh(_linear_operator(operator), k=1, which="LA", v0=v0.numpy(), tol=tol,
+        vals, vecs = eigsh(linear_operator(operator), k=1, which="LA", v0=v0.numpy(), tol=tol,
                            maxiter=max_iter)
         return float(vals[0]), torch.from_numpy(vecs[:, 0].copy()), True
     except ArpackNoConvergence as err:
@@ -179,7 +181,7 @@ def _eigsh(operator, v0, tol, max_iter):
 def _lobpcg(operator, v0, abs_tol, max_iter):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        vals, vecs = lobpcg(_linear_operator(operator), v0.numpy().reshape(-1, 1), tol=abs_tol,
+        vals, vecs = lobpcg(linear_operator(operator), v0.numpy().reshape(-1, 1), tol=abs_tol,
                             maxiter=max_iter, largest=True)
     converged = not any("not reaching the requested tolerance" in str(w.message) for w in caught)
     return float(vals[0]), torch.from_numpy(np.asarray(vecs)[:, 0].copy()), converged

@@ -138,8 +138,8 @@ class _Track:
     """One eigen-track's state within a step: the Ritz values θ (K, b), the pairs [u, T u]
     (K, b, 2n), the top pair's previous value, and every pair's residual, relative to |θ_1|."""
 
-    def __init__(self, scale, block, n):
-        self.scale, self.block, self.n = scale, block, n
+    def __init__(self, scale, block, n, block_tol):
+        self.scale, self.block, self.n, self.block_tol = scale, block, n, block_tol
         self.theta = self.pairs = self.previous = None
 
     def image(self, products):
@@ -155,11 +155,11 @@ class _Track:
         self.r_norm = self.r.norm(dim=-1)
         self.rel = self.r_norm.cpu().numpy() / np.maximum(np.abs(self.theta[:, :1]), 1e-300)
 
-    def pending(self, tol, block_tol) -> list[int]:
+    def pending(self, tol) -> list[int]:
         """The block vectors that need another round: the top while its relative residual
-        exceeds ``tol``, the others while theirs exceeds ``block_tol`` (any seed)."""
+        exceeds ``tol``, the others while theirs exceeds the track's ``block_tol`` (any seed)."""
         finite = np.isfinite(self.theta[:, :1])
-        limits = np.array([tol] + [block_tol] * (self.block - 1))
+        limits = np.array([tol] + [self.block_tol] * (self.block - 1))
         return [j for j in range(self.block) if (~(self.rel[:, j] <= limits[j]) & finite[:, 0]).any()]
 
     def directions(self, which):
@@ -238,12 +238,14 @@ class TrackingEngine:
         checked = self.steps > 0 and self.check_every > 0 and self.steps % self.check_every == 0
         # Each track iterates on T = s H s (s = D^{1/2} for Ĥ, s = 1 for H); S = c T for Ĥ has
         # the same eigenvectors and c times the eigenvalues, applied at the end.
-        tracks = {"pre": _Track(sd, self.block, n)}
-        if self.track_raw:
-            tracks["H"] = _Track(None, self.block, n)
+        # A cold block (the first step's, a check's) is refined to ``tol`` throughout, so that
+        # its second vector starts on the runner-up, not on whatever lower pair it met first.
+        tracks = {key: _Track(scale, self.block, n,
+                              self.block_tol if key in self.vectors else self.tol)
+                  for key, scale in [("pre", sd)] + ([("H", None)] if self.track_raw else [])}
         if checked:
             for key in list(tracks):
-                tracks[key + ":cold"] = _Track(tracks[key].scale, self.block, n)
+                tracks[key + ":cold"] = _Track(tracks[key].scale, self.block, n, self.tol)
         starts = {k: (self._random((K, self.block, n), g) if k.endswith(":cold")
                       else self._start(k, g)) for k in tracks}
 
@@ -271,7 +273,7 @@ class TrackingEngine:
             track.solve(torch.cat(rows, 1))
 
         for _ in range(self.max_rounds - 1):
-            pending = {k: which for k, t in tracks.items() if (which := t.pending(self.tol, self.block_tol))}
+            pending = {k: which for k, t in tracks.items() if (which := t.pending(self.tol))}
             if not pending:
                 break
             directions = {k: tracks[k].directions(which) for k, which in pending.items()}
@@ -288,12 +290,12 @@ class TrackingEngine:
         corrected = np.zeros(K, dtype=bool)
         for key in [k for k in tracks if not k.endswith(":cold")]:
             track, cold = tracks[key], tracks.get(key + ":cold")
-            if cold is not None:  # the cold start's top pair joins the block's problem
+            if cold is not None:  # the cold start's block joins the warm block's problem
                 found = cold.theta[:, 0] > track.theta[:, 0] + self.tol * np.abs(track.theta[:, 0])
                 if key == "pre":
                     corrected = found
                 track.previous = None
-                track.solve(torch.cat([track.pairs, cold.pairs[:, :1]], 1))
+                track.solve(torch.cat([track.pairs, cold.pairs], 1))
             u = track.pairs[:, :, :n]
             finite = torch.from_numpy(np.isfinite(track.theta[:, 0])).to(u.device)
             # a seed whose pairs are not finite keeps its previous block
