@@ -70,7 +70,8 @@ class CurvatureTracker:
         self._warm: dict[str, tuple[torch.Tensor, float]] = {}
         self.tracked = 0
         self.snapshots: dict[int, tuple] = {}
-        """step -> (θ_t flat, D_t, c_t, tracked λ_max(Ĥ)) for the spot checks."""
+        """step -> (θ_t flat, D_t, c_t, tracked λ_max(Ĥ), scheduled) for the spot checks;
+        ``scheduled``: an every-:data:`SPOT_CHECK_EVERY`-th tracked step, never dropped."""
         self.engine = TrackingEngine(tol=tol, track_raw="lambda_max_H" in self.measure_set,
                                      raw_gradient="lambda_grad_H" in self.measure_set, seed=seed)
 
@@ -94,7 +95,6 @@ class CurvatureTracker:
         :meth:`spot_checks`. Adds ``hvps``, the Hessian-vector products this step used.
         """
         start = hessian.n_hvps
-        self._layout = (list(hessian.theta), [p.shape for p in hessian.theta.values()])
         row: dict[str, float] = {}
         if not bool(torch.isfinite(hessian.gradient).all()):
             return {"hvps": 0}
@@ -113,6 +113,7 @@ class CurvatureTracker:
                     else float(v)) for k, v in row.items()}
 
     def _snapshot(self, step, hessian, d, c, value):
+        self._layout = (list(hessian.theta), [p.shape for p in hessian.theta.values()])
         scheduled = self.tracked % SPOT_CHECK_EVERY == 0
         self.tracked += 1
         theta = torch.cat([p.detach().reshape(-1) for p in hessian.theta.values()])
