@@ -411,9 +411,9 @@ def seed_batching(config: RunConfig, steps: int, ks=(1, 4, 16, 64)):
 def seeds_per_minute(config: RunConfig, steps: int, n_seeds: int, workers: int) -> dict:
     """Seeds per minute of ``n_seeds`` runs on ``workers`` Dask worker processes (seeds batched
     in tasks of ``utils.parallel.SEEDS_PER_TASK``, one torch thread each; cluster start and
-    shutdown included) over those of one
-    unbatched single-seed process (``utils.runs.run``, the faster of 1 and ``workers`` torch
-    threads, median of three runs). Both at ``config``'s tracking interval and measurements, over ``steps`` steps."""
+    shutdown included) over those of one unbatched single-seed process (``utils.runs.run``, the
+    faster of 1 and ``workers`` torch threads, median of three runs). Both at ``config``'s
+    tracking interval and measurements, over ``steps`` steps."""
     from utils.parallel import run_seeds_parallel
     from utils.runs import run
 

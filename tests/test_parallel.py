@@ -82,3 +82,22 @@ def test_chunks_are_contiguous_and_balanced():
     assert chunk_seeds([0, 1, 2, 3], 2) == [[0, 1], [2, 3]]
     assert chunk_seeds(list(range(7)), 3) == [[0, 1, 2], [3, 4], [5, 6]]
     assert chunk_seeds([5, 9], 4) == [[5], [9]]
+
+
+def _worker_settings():
+    import os
+
+    import dask
+
+    return ({k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MALLOC_TRIM_THRESHOLD_")},
+            dask.config.get("distributed.worker.profile.enabled"))
+
+
+def test_local_workers_run_single_threaded_without_dasks_slow_defaults():
+    """One OpenMP thread, glibc's own malloc trimming (Dask's MALLOC_TRIM_THRESHOLD_ made our
+    runs 1.9x slower) and no statistical profiler in every local worker."""
+    from utils.parallel import dask_client
+
+    with dask_client(workers=1) as client:
+        env, profiling = client.submit(_worker_settings).result()
+    assert env == {"OMP_NUM_THREADS": "1", "MALLOC_TRIM_THRESHOLD_": None} and profiling is False
