@@ -20,6 +20,7 @@ import math
 import os
 from contextlib import contextmanager
 from dataclasses import replace
+from unittest.mock import patch
 
 from tqdm import tqdm
 
@@ -90,11 +91,16 @@ def dask_client(workers=None, scheduler=None):
         return
     import dask
 
-    with dask.config.set(LOCAL_CONFIG), \
-            LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1,
-                         processes=True, dashboard_address=None) as cluster, \
-            Client(cluster) as client:
-        yield client
+    # Dask's nannies copy their pre-spawn environment into this process's os.environ, where it
+    # overrides the config: a cluster started earlier with Dask's defaults would hand its
+    # MALLOC_TRIM_THRESHOLD_ on to ours. It is removed while ours starts; os.environ is
+    # restored afterwards.
+    with patch.dict(os.environ), dask.config.set(LOCAL_CONFIG):
+        os.environ.pop("MALLOC_TRIM_THRESHOLD_", None)
+        with LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1,
+                          processes=True, dashboard_address=None) as cluster, \
+                Client(cluster) as client:
+            yield client
 
 
 def chunk_seeds(seeds: list[int], n_chunks: int) -> list[list[int]]:
