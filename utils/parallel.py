@@ -32,9 +32,9 @@ SCHEDULER_ENV = "DASK_SCHEDULER"
 """Environment variable holding the address of a running Dask scheduler (``tcp://host:8786``)."""
 
 WORKER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-"""Set in every local worker process before it imports torch (through :data:`LOCAL_CONFIG`):
-one BLAS/OpenMP thread per worker (Dask's own default too; restated so a user's Dask config
-cannot undo it). Workers of an
+"""Set in every local worker process before it imports torch: one BLAS/OpenMP thread per worker.
+Dask sets the same by default, but a variable of this process's environment (``make`` exports
+OMP_NUM_THREADS=2) overrides its config; only the cluster's ``env`` argument overrides both. Workers of an
 external scheduler are started by whoever runs them, who should set the same; their torch
 threads are set to 1 by ``run_seeds`` in any case (``config.threads``)."""
 
@@ -98,7 +98,8 @@ def dask_client(workers=None, scheduler=None):
     with patch.dict(os.environ), dask.config.set(LOCAL_CONFIG):
         os.environ.pop("MALLOC_TRIM_THRESHOLD_", None)
         with LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1,
-                          processes=True, dashboard_address=None) as cluster, \
+                          processes=True, dashboard_address=None,
+                          env=dict(WORKER_ENV)) as cluster, \
                 Client(cluster) as client:
             yield client
 
