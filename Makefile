@@ -1,5 +1,5 @@
 # The two commands of the README, and the pieces they are built from.
-#   make book   — set up, re-execute every chapter with papermill (default parameters), build the HTML
+#   make book   — set up, build the HTML with every page re-executed (default parameters) into _build/
 #   make test   — set up, run the unit tests, then nbval on the committed chapter notebooks
 PYTHON ?= python3
 VENV   ?= .venv
@@ -10,7 +10,7 @@ NOTEBOOKS := book/intro.ipynb book/rerun.ipynb $(CHAPTERS) book/measurements.ipy
 export OMP_NUM_THREADS ?= 2
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: setup chromium test unit nbval execute book html chapter params binder-check bench clean
+.PHONY: setup chromium test unit nbval execute book html chapter params binder-check bench clean lock
 
 setup: $(STAMP) chromium
 
@@ -24,10 +24,10 @@ chromium:
 	           || echo "could not install Chromium: the browser check will be skipped"; \
 	       else echo "no Chromium: the browser check will be skipped (apt-get install -y chromium)"; fi; }
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt constraints.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet -r requirements.txt -c constraints.txt
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (adam-spikes)" >/dev/null
 	touch $(STAMP)
@@ -40,13 +40,26 @@ unit: setup
 nbval: setup
 	$(PY) -m pytest --nbval $(NOTEBOOKS) --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
 
+# Rewrite the committed notebooks with the outputs of their default run (what nbval compares
+# against): after a change to a chapter or to utils/, run this and commit the notebooks.
 execute: setup
 	@for nb in $(NOTEBOOKS); do \
 	  echo "== executing $$nb"; \
 	  $(PY) -m papermill "$$nb" "$$nb" -k python3 --cwd notebooks --log-level WARNING || exit 1; \
 	done
 
-book: execute html
+# The book, every page re-executed by Jupyter Book itself (default parameters) into _build/:
+# the committed notebooks are never rewritten. The build reads _config.yml with execution
+# switched on (written to _build/_config.execute.yml; its local extension path made absolute,
+# since Jupyter Book reads that one relative to the configuration file).
+book: setup
+	@mkdir -p _build
+	sed -e 's/^  execute_notebooks: "off"/  execute_notebooks: "force"/' \
+	    -e 's|: book/_ext|: $(CURDIR)/book/_ext|' _config.yml > _build/_config.execute.yml
+	@grep -q 'execute_notebooks: "force"' _build/_config.execute.yml || { echo "_config.yml: execute_notebooks not found"; exit 1; }
+	$(VENV)/bin/jupyter-book build --all -W -n --keep-going --config _build/_config.execute.yml .
+	@echo "The book is in _build/html/index.html"
+	@git diff --quiet -- $(NOTEBOOKS) 2>/dev/null || echo "warning: committed notebooks differ from HEAD (edited by hand?)"
 
 html: setup
 	$(VENV)/bin/jupyter-book build --all -W -n --keep-going .
@@ -77,6 +90,16 @@ params: setup
 
 clean:
 	rm -rf _build
+
+# Re-pin the whole environment (constraints.txt) from the working .venv, after a change to
+# requirements.txt has been installed and tested. The benchmark's extra package is left out.
+lock: setup
+	@{ sed -n '1,/^[^#]/p' constraints.txt | grep '^#'; \
+	   $(PY) -m pip freeze --exclude-editable | sed -E 's/\+[A-Za-z0-9.]+$$//' \
+	     | grep -v -i -E "^($$(sed -E 's/[ =].*//' benchmarks/requirements.txt | grep -v '^#' | grep . | paste -sd'|'))=="; \
+	 } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+	@echo "constraints.txt: $$(grep -c '==' constraints.txt) packages pinned"
 
 # Benchmarks (not part of `make test`): ratios measured side by side, written to
 # _build/bench/results.json. `make bench ARGS="--chapters"` also times every chapter;
