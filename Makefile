@@ -6,11 +6,11 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 CHAPTERS  := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
-NOTEBOOKS := book/intro.ipynb book/rerun.ipynb $(CHAPTERS) book/measurements.ipynb
+NOTEBOOKS := book/intro.ipynb book/rerun.ipynb book/definitions.ipynb $(CHAPTERS) book/measurements.ipynb
 export OMP_NUM_THREADS ?= 2
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: setup chromium test unit nbval execute book html chapter params binder-check bench clean lock
+.PHONY: setup chromium test unit nbval execute book html chapter params binder-check bench clean lock sweeps sweep
 
 setup: $(STAMP) chromium
 
@@ -90,6 +90,18 @@ params: setup
 
 clean:
 	rm -rf _build
+
+# Seed sweeps (not part of `make test`): each chapter's default run over 16 seeds on Dask (a
+# LocalCluster of this machine's cores, or the cluster at $$DASK_SCHEDULER), written with
+# provenance to data/sweeps/<name>.csv.gz, which the chapters read. Finished tasks are cached
+# in _build/sweeps/, so an interrupted sweep resumes where it stopped.
+#   make sweeps                  every sweep          make sweep NAME=03_gradient_alignment
+sweeps: setup
+	$(PY) -m utils.sweeps all
+
+sweep: setup
+	@test -n "$(NAME)" || { echo 'usage: make sweep NAME=<name>  (names: $(PY) -m utils.sweeps --list)'; exit 2; }
+	$(PY) -m utils.sweeps $(NAME)
 
 # Re-pin the whole environment (constraints.txt) from the working .venv, after a change to
 # requirements.txt has been installed and tested. The benchmark's extra package is left out.

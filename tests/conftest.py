@@ -68,3 +68,14 @@ def tracked_adam_step(model, loss_fn, opt):
         p.grad = gp.clone()
     opt.step()
     return hess, read_adam_state(opt)
+
+
+@pytest.fixture
+def no_cluster(monkeypatch):
+    """Fail the test if anything tries to start or reach a Dask cluster."""
+    import distributed
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a cluster was started before the arguments were checked")
+    monkeypatch.setattr(distributed, "LocalCluster", refuse)
+    monkeypatch.setattr(distributed, "Client", refuse)

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from utils.claims import (alignment_verdicts, calm_stretches, crossing_verdicts,
-                          predicted_decay_growth, v_decay_verdicts)
+                          decay_crossing_step, onset_verdicts, predicted_decay_growth,
+                          random_direction_cosine, v_decay_verdicts)
 from utils.spikes import Spike
 from utils.runs import RunConfig
 
@@ -25,29 +26,61 @@ def test_predicted_growth_matches_finite_differences_of_vhat():
     assert predicted_decay_growth([1e6], beta2)[0] == pytest.approx(-0.5 * math.log(beta2))
 
 
-def synthetic_decay_run(lam_h=90.0, h_drift=0.0):
-    """λ_max(Ĥ) grows exactly as pure β2-decay predicts; a spike at 1000 and one at 1400."""
+def synthetic_decay_run(lam_h=90.0, h_drift=0.0, rate_factor=1.0, spike_starts=(1000, 1400)):
+    """λ_max(Ĥ) grows at ``rate_factor`` × the rate pure β2-decay predicts and reaches 2/η = 200
+    exactly 100 steps before each spike's start (it falls back after each spike)."""
     steps = np.arange(1, 1501)
-    rate = predicted_decay_growth(steps, 0.999)
-    pre = 150 * np.exp(np.cumsum(rate))
+    G = np.cumsum(predicted_decay_growth(steps, 0.999))
+    pre = np.empty(len(steps))
+    seg_lo = 0
+    spikes = []
+    for start in spike_starts:
+        cross = start - 100
+        seg = slice(seg_lo, start + 20)
+        pre[seg] = 200.0 * np.exp(rate_factor * (G[seg] - G[cross - 1]))
+        spikes.append(Spike(start, start + 5, start + 10, start + 20, 1e-3, 1e-3, 1e-1))
+        seg_lo = start + 20
+    pre[seg_lo:] = 150.0
     m = pd.DataFrame({"step": steps, "loss": 1e-3, "lambda_max_pre": pre,
                       "lambda_max_H": lam_h * (1 + h_drift * (steps % 200) / 200),
                       "g2_over_v_frac_small": 0.99, "v_ratio_median": 0.999})
-    spikes = [Spike(1000, 1005, 1010, 1020, 1e-3, 1e-3, 1e-1),
-              Spike(1400, 1405, 1410, 1420, 1e-3, 1e-3, 1e-1)]
     return result(m, spikes)
+
+
+def test_decay_crossing_step_matches_the_closed_form():
+    """Late in training (no bias correction left) λ grows by β2^{-1/2} per step."""
+    t0, lam0 = 20_000, 100.0
+    expected = t0 + math.ceil(2 * math.log(2.0) / -math.log(0.999))
+    assert decay_crossing_step(lam0, t0, 200.0, 0.9, 0.999, 5000) == expected
+    assert decay_crossing_step(lam0, t0, 200.0, 0.9, 0.999, 100) is None
 
 
 def test_v_decay_verdicts_on_a_run_that_obeys_the_claim():
     verdicts = {v.name: v for v in v_decay_verdicts(synthetic_decay_run())}
-    assert all(v.passed for v in verdicts.values())
+    assert all(v.passed for v in verdicts.values()), verdicts
     growth = verdicts["lambda_pre_rises_at_decay_rate"].numbers["median_growth_over_predicted"]
-    assert growth == pytest.approx(1.0, rel=1e-3)  # a line fitted to a slightly curved log
+    assert growth == pytest.approx(1.0, rel=1e-2)
+    pred = verdicts["crossing_predicted_by_decay"].numbers
+    assert pred["stretches_predicted"] == 2 and pred["median_relative_error"] < 0.02
 
 
-def test_v_decay_verdicts_fail_when_h_moves_or_crosses():
+def test_v_decay_prediction_fails_when_v_does_not_drive_the_growth():
+    """λ_max(Ĥ) rising at half the decay rate (as if v half-tracked g²): the crossing comes
+    twice as late as predicted, and the growth ratio is 0.5."""
+    bad = {v.name: v for v in v_decay_verdicts(synthetic_decay_run(rate_factor=0.5))}
+    assert not bad["crossing_predicted_by_decay"].passed
+    assert bad["crossing_predicted_by_decay"].numbers["median_relative_error"] > 0.4
+    assert not bad["lambda_pre_rises_at_decay_rate"].passed
+    assert bad["decoupled"].passed          # the fraction alone does not decide it
+
+
+def test_v_decay_verdicts_fail_when_h_moves_or_crosses_or_g_keeps_pace():
     bad = {v.name: v for v in v_decay_verdicts(synthetic_decay_run(lam_h=250.0, h_drift=0.5))}
     assert not bad["lambda_H_flat_below_threshold"].passed
+    coupled = synthetic_decay_run()
+    coupled.metrics["g2_over_v_frac_small"] = 0.2
+    v = {x.name: x for x in v_decay_verdicts(coupled)}
+    assert not v["decoupled"].passed and not v["crossing_predicted_by_decay"].passed
 
 
 def test_calm_stretches_respect_the_previous_spike():
@@ -59,32 +92,83 @@ def test_calm_stretches_respect_the_previous_spike():
     assert calm_stretches(r.metrics, close, keep_empty=True)[1] is None
 
 
-def test_crossing_verdicts():
+def test_crossing_verdicts_measure_the_lead_from_the_start():
     steps = np.arange(1, 401)
     pre = np.where((steps > 80) & (steps < 130), 210.0, 150.0)   # crosses 2/η = 200 at 81
     m = pd.DataFrame({"step": steps, "lambda_max_pre": pre, "lambda_max_H": 90.0})
     ok = {v.name: v for v in crossing_verdicts(result(m, [Spike(95, 100, 110, 125, 1, 1, 100)]))}
     assert ok["crossing_precedes_every_spike"].passed
-    assert ok["crossing_precedes_every_spike"].numbers["median_lead_steps"] == 19
+    assert ok["crossing_precedes_every_spike"].numbers["median_lead_steps"] == 14
+    # a crossing 3 steps before the start (8 before detection) is too late: from the start
+    late_cross = np.where((steps > 91) & (steps < 130), 210.0, 150.0)
+    v = {x.name: x for x in crossing_verdicts(result(m.assign(lambda_max_pre=late_cross),
+                                                      [Spike(95, 100, 110, 125, 1, 1, 100)]))}
+    assert not v["crossing_precedes_every_spike"].passed
     late = {v.name: v for v in crossing_verdicts(result(m, [Spike(300, 302, 310, 330, 1, 1, 100)]))}
     assert not late["crossing_precedes_every_spike"].passed
     m2 = m.assign(lambda_max_H=205.0)
     assert not {v.name: v for v in crossing_verdicts(result(m2, []))}["raw_curvature_below"].passed
 
 
-def test_alignment_verdicts():
+def test_random_direction_cosine():
+    rng = np.random.default_rng(0)
+    n = 500
+    z = rng.standard_normal((20000, n))
+    sampled = np.median(np.abs(z[:, 0]) / np.linalg.norm(z, axis=1))
+    assert random_direction_cosine(n) == pytest.approx(sampled, rel=0.03)
+    assert random_direction_cosine(n) == pytest.approx(0.6745 / math.sqrt(n), rel=0.01)
+
+
+def alignment_run(calm=1e-3, ramp=(980, 1000)):
     steps = np.arange(1, 1201)
-    cos = np.full(len(steps), 1e-3)
-    cos[989:1009] = np.linspace(0.1, 0.99, 20)        # steps 990..1009: onset of the spike at 1000
+    cos = np.full(len(steps), calm)
+    lo, hi = ramp
+    cos[lo - 1:hi] = np.linspace(0.1, 0.99, hi - lo + 1)
     m = pd.DataFrame({"step": steps, "lambda_max_pre": 150.0, "cos_grad_top_sym": cos,
                       "cos_grad_top": cos / 2})
-    spikes = [Spike(1000, 1003, 1009, 1020, 1, 1, 100)]
-    v = {x.name: x for x in alignment_verdicts(result(m, spikes))}
-    assert all(x.passed for x in v.values())
+    return result(m, [Spike(1000, 1003, 1009, 1020, 1, 1, 100)])
+
+
+def test_alignment_verdicts():
+    v = {x.name: x for x in alignment_verdicts(alignment_run(), n_params=10_000)}
+    assert all(x.passed for x in v.values()), v
     assert v["onset_alignment_large"].numbers["median_onset_peak_cos"] == pytest.approx(0.99)
-    aligned = m.assign(cos_grad_top_sym=0.5)
-    assert not {x.name: x for x in alignment_verdicts(result(aligned, spikes))}[
-        "calm_alignment_small"].passed
+
+
+def test_alignment_verdicts_fail_against_chance_and_after_the_start():
+    # calm cosine 0.05: below the old fixed 0.1 threshold, but 7× a random direction's in R^10⁴
+    partly = {x.name: x for x in alignment_verdicts(alignment_run(calm=0.05), n_params=10_000)}
+    assert not partly["calm_as_unaligned_as_chance"].passed
+    assert partly["calm_as_unaligned_as_chance"].numbers["calm_over_random"] > 5
+    # the cosine rising only after the start (between start and peak) is not an onset signal
+    late = {x.name: x for x in alignment_verdicts(alignment_run(ramp=(1001, 1009)),
+                                                   n_params=10_000)}
+    assert not late["onset_alignment_large"].passed
+    assert late["onset_alignment_large"].numbers["median_start_to_peak_max_cos"] > 0.9
+
+
+def onset_run(grad_cross_at):
+    steps = np.arange(1, 601)
+    lam_max = np.where(steps % 50 < 10, 210.0, 190.0)             # 12 crossings of 200
+    lam_grad = np.full(len(steps), 50.0)
+    lam_grad[(steps >= grad_cross_at) & (steps < grad_cross_at + 8)] = 250.0
+    m = pd.DataFrame({"step": steps, "lambda_max_pre": lam_max, "lambda_grad_pre": lam_grad})
+    return result(m, [Spike(300, 305, 310, 320, 1, 1, 100)])
+
+
+def test_onset_verdicts_pass_when_lambda_grad_crosses_before_the_start():
+    v = {x.name: x for x in onset_verdicts(onset_run(grad_cross_at=290))}
+    assert all(x.passed for x in v.values()), v
+    assert v["lambda_grad_marks_onsets"].numbers["median_lead_steps"] == 10
+
+
+def test_onset_verdicts_fail_when_lambda_grad_crosses_after_the_start():
+    v = {x.name: x for x in onset_verdicts(onset_run(grad_cross_at=303))}
+    assert not v["lambda_grad_marks_onsets"].passed
+    assert v["lambda_grad_marks_onsets"].numbers["median_signed_lead_steps"] == -3
+    few = onset_run(grad_cross_at=290)
+    few.metrics["lambda_max_pre"] = np.where(few.metrics["step"].between(280, 300), 210.0, 190.0)
+    assert not {x.name: x for x in onset_verdicts(few)}["lambda_max_fires_more_often"].passed
 
 
 def _instrumented(certificates, errors):
@@ -105,3 +189,18 @@ def test_instrument_verdict_fails_on_an_uncertified_step_or_a_spot_check_error()
     assert not instrument_verdict(_instrumented(["residual", "none", "residual"], [1e-6])).passed
     assert not instrument_verdict(_instrumented(["residual"] * 3, [1e-6, 5e-3])).passed
     assert not instrument_verdict(_instrumented(["residual"] * 3, [])).passed  # nothing checked
+
+
+def test_lambda_grad_must_beat_random_alarms_at_its_own_rate():
+    """One λ_grad crossing right before the spike beats chance; a signal crossing every 25 steps
+    also catches the spike (recall 1), but with 2 of its 24 crossings in the spike's 51-step
+    window, no more often than random alarms would (51/600 of the steps)."""
+    v = {x.name: x for x in onset_verdicts(onset_run(grad_cross_at=290))}
+    assert v["lambda_grad_beats_chance"].passed
+    busy = onset_run(grad_cross_at=290)
+    steps = busy.metrics["step"]
+    busy.metrics["lambda_grad_pre"] = np.where(steps % 25 == 12, 250.0, 50.0)
+    w = {x.name: x for x in onset_verdicts(busy)}
+    assert w["lambda_grad_marks_onsets"].passed
+    assert not w["lambda_grad_beats_chance"].passed
+    assert w["lambda_grad_beats_chance"].numbers["chance_recall"] > 0.8

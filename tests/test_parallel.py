@@ -14,15 +14,6 @@ EXACT = ["loss", "grad_norm", "lambda_grad_pre"]
 SOLVED = ["lambda_max_pre"]  # each eigen-solve is accurate to its tolerance, not bitwise
 
 
-@pytest.fixture
-def no_cluster(monkeypatch):
-    """Fail the test if anything tries to start or reach a cluster."""
-    def refuse(*args, **kwargs):
-        raise AssertionError("a cluster was started before the arguments were checked")
-    monkeypatch.setattr(distributed, "LocalCluster", refuse)
-    monkeypatch.setattr(distributed, "Client", refuse)
-
-
 def compare(got, want, seeds):
     assert [r.config.seed for r in got] == seeds
     for a, b in zip(got, want):

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from utils.spikes import detect_spikes, spikes_table
+from utils.spikes import detect_events, detect_spikes, float_floor, spikes_table
 
 
 def decaying(n=300, seed=0, noise=0.05):
@@ -33,22 +33,86 @@ def test_nan_is_a_divergence():
     assert spikes[0].end is None and spikes[0].height == np.inf
 
 
-def test_steps_axis_floor_and_unfinished_spike():
-    loss = np.array([1e-20, 1e-21, 1e-18, 1e-22, 1.0, 1.0, 5.0])
+def test_steps_axis_and_unfinished_spike():
+    loss = np.array([1.0, 0.5, 0.4, 0.3, 20.0, 30.0, 50.0])
     steps = np.arange(7) * 10
-    # below the floor the 1000× rise at index 2 does not count; the rise to 1.0 does
-    spikes = detect_spikes(loss, steps, window=5, floor=1e-6)
+    spikes = detect_spikes(loss, steps, window=5)
     assert [(s.start, s.detected, s.peak, s.end) for s in spikes] == [(30, 40, 60, None)]
-    # without the floor the tiny rise at index 2 is detected, and the big one 2 steps after it
-    # ends merges into it (within the window): one event from step 10 to the end
-    merged = detect_spikes(loss, steps, window=5)
-    assert [(s.start, s.detected, s.peak, s.end) for s in merged] == [(10, 20, 60, None)]
     table = spikes_table(spikes)
-    assert list(table["start"]) == [30] and "height" in table
+    assert list(table["start"]) == [30] and "height" in table and "excluded" in table
+
+
+def test_events_at_the_float_floor_are_reported_not_counted():
+    """A realisable target: the loss falls to rounding level (1e-31 of its start), where a
+    rise of many orders of magnitude is still reported, as excluded, never as a spike."""
+    loss = np.r_[np.geomspace(1.0, 1e-31, 200), np.geomspace(1e-31, 1e-3, 20),
+                 np.geomspace(1e-3, 1e-5, 30)]
+    events = detect_events(loss, floor=float_floor("float64"))
+    assert len(events) == 1 and events[0].excluded == "float floor"
+    assert detect_spikes(loss, floor=float_floor("float64")) == []
+    # without a floor the same event counts
+    assert len(detect_spikes(loss, floor=0.0)) == 1
+    assert float_floor("float64") == pytest.approx((100 * 2.220446049250313e-16) ** 2)
+    assert float_floor("float32") > 1e-11
+
+
+def test_start_is_where_the_loss_leaves_its_trend_despite_oscillation():
+    """Full-batch training oscillates (period 2) around a falling trend; the start is the last
+    step at or below the running median, i.e. the trough before the rise, not an earlier
+    minimum and not the detection step."""
+    n = 200
+    trend = np.exp(-np.arange(n) / 400)
+    loss = trend * np.where(np.arange(n) % 2 == 0, 1.0, 3.0)   # ×3 oscillation
+    loss[150:] = loss[150]          # from step 150 on the loss stops falling ...
+    loss[150:170] = loss[150] * np.geomspace(1, 1000, 20)     # ... and rises 1000×
+    loss[170:] = loss[150]
+    (s,) = detect_spikes(loss, window=50, factor=10)
+    median = np.median(loss[s.start - 50:s.start])
+    assert 150 <= s.start <= 152 and loss[s.start] <= median < loss[s.start + 1]
+    assert s.detected > s.start
+    # a slow creep above the trend before the rise belongs to the spike
+    creep = decaying(noise=0)
+    creep[150:156] = creep[149] * 1.3 ** np.arange(1, 7)
+    creep[156:165] = creep[155] * np.geomspace(2, 300, 9)
+    creep[165:] = creep[149] * 0.5
+    (c,) = detect_spikes(creep, window=50, factor=10)
+    assert c.start == 150   # 1.3 × loss[149] is still below the lagging median of a falling loss
+    assert creep[150] <= np.median(creep[100:150]) and creep[151] > np.median(creep[101:151])
+
+
+def test_a_dip_and_its_recovery_are_not_a_spike():
+    """One step far below the trend, then back to it: the recovery is 20× over the dip but not
+    over the trend, so nothing is detected (a running-minimum rule would call it a spike)."""
+    loss = np.ones(120)
+    loss[60] = 0.05
+    assert detect_events(loss, window=50, factor=10) == []
+    loss[70:75] = 15.0                  # a real rise afterwards starts at the trend, step 69
+    (s,) = detect_spikes(loss, window=50, factor=10)
+    assert (s.start, s.detected, s.height) == (69, 70, 15.0)
+
+
+def test_no_onset_window_ends_after_its_spike_start():
+    """Over many random spiky curves, every onset window ends exactly at the spike's start,
+    which is never after its detection, and a crossing that starts after the start is never
+    matched (it would be if windows ended at the peak)."""
+    from utils.spikes import Crossing, onset_window, score_predictor
+    rng = np.random.default_rng(0)
+    for trial in range(30):
+        loss = decaying(n=600, seed=trial, noise=0.2)
+        for at in rng.choice(np.arange(60, 560), size=3, replace=False):
+            loss[at:at + 8] *= np.geomspace(3, 10 ** rng.uniform(1.5, 3), 8)
+        for s in detect_spikes(loss, window=50, factor=10):
+            lo, hi = onset_window(s, 40)
+            assert hi == s.start <= s.detected <= s.peak and lo == s.start - 40
+            late = score_predictor([Crossing(s.start + 1, s.peak)], [s], max_lead=40)
+            assert late.matched_spikes == 0 and late.signed_leads == (-1,)
+            on_time = score_predictor([Crossing(s.start, s.peak)], [s], max_lead=40)
+            assert on_time.matched_spikes == 1 and on_time.leads == (0,)
 
 
 @pytest.mark.parametrize("kwargs,match", [({"factor": 1.0}, "factor"), ({"window": 0}, "window"),
-                                          ({"floor": -1.0}, "floor")])
+                                          ({"floor": -1.0}, "floor"),
+                                          ({"floor": 1.0}, "floor")])
 def test_bad_parameters(kwargs, match):
     with pytest.raises(ValueError, match=match):
         detect_spikes([1.0, 2.0], **kwargs)
@@ -89,4 +153,7 @@ def test_score_predictor_recall_precision_and_leads():
     assert score.recall == 0.5 and score.precision == pytest.approx(1 / 3) and score.leads == (5,)
     wide = score_predictor(crossings, spikes, max_lead=60)  # 250 is now within 60 steps of 300
     assert wide.recall == 1.0 and wide.leads == (5, 50)
+    # a crossing between a spike's start and its peak is reported (signed), never matched
+    after = score_predictor([Crossing(104, 112)], spikes[:1], max_lead=20)
+    assert after.matched_spikes == 0 and after.signed_leads == (-4,)
     assert np.isnan(score_predictor([], [], max_lead=5).recall)

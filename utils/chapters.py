@@ -57,15 +57,16 @@ def chapter_parameters(chapter: str, namespace: dict) -> tuple[dict, bool]:
     return values, strict
 
 
-def chapter_config(chapter: str, **overrides):
-    """The :class:`~utils.runs.RunConfig` that the chapter's notebook builds from its default
-    parameters (chapters 1, 3 and 4, the three chapter models), with ``overrides`` applied:
-    what the benchmark and the engine's tests run."""
+def chapter_config(chapter: str, params: dict | None = None, **overrides):
+    """The :class:`~utils.runs.RunConfig` of a chapter's run (chapters 1-4) from its parameters
+    (``params``: the notebook's values, as :func:`chapter_parameters` returns them; default: the
+    chapter's defaults), with ``overrides`` applied. The notebooks, the seed sweeps, the
+    benchmark and the engine's tests all build their runs here."""
     from dataclasses import replace
 
     from .runs import RunConfig
 
-    p = chapter_defaults(chapter)
+    p = {**chapter_defaults(chapter), **(params or {})}
     common = dict(lr=p["lr"], beta1=p["beta1"], beta2=p["beta2"], eps=p["eps"], steps=p["steps"],
                   seed=p["seed"], track_every=p["track_every"], dtype=p["dtype"])
     if chapter == "01_v_decay":
@@ -73,6 +74,13 @@ def chapter_config(chapter: str, **overrides):
                                                           activation=p["activation"]),
                            data="sin", data_kwargs=dict(n_points=p["n_points"]), **common,
                            measure=("lambda_max_H", "lambda_max_pre", "decoupling"))
+    elif chapter == "02_lambda_max_crossing":
+        config = RunConfig(model="mlp", model_kwargs=dict(width=p["width"], depth=p["depth"],
+                                                          activation=p["activation"]),
+                           data="teacher", data_kwargs=dict(
+                               n_points=p["n_points"], dim=p["input_dim"],
+                               teacher_width=p["teacher_width"], noise=p["noise"]),
+                           **common, measure=("lambda_max_H", "lambda_max_pre", "lambda_grad"))
     elif chapter == "03_gradient_alignment":
         config = RunConfig(model="cnn", model_kwargs=dict(channels=p["channels"],
                                                           activation=p["activation"]),
@@ -85,6 +93,10 @@ def chapter_config(chapter: str, **overrides):
                            data="modular_addition", data_kwargs=dict(modulus=p["modulus"]),
                            **common, measure=("lambda_max_pre", "lambda_grad"))
     else:
-        raise ValueError("chapter must be one of '01_v_decay', '03_gradient_alignment', "
-                         f"'04_spike_onset' (the three chapter models), got {chapter!r}")
+        raise ValueError(f"chapter must be one of {list(SEED_CHAPTERS)}, got {chapter!r}")
     return replace(config, **overrides)
+
+
+SEED_CHAPTERS = ("01_v_decay", "02_lambda_max_crossing", "03_gradient_alignment",
+                 "04_spike_onset")
+"""The chapters whose claim is judged over seeds (their runs come from :func:`chapter_config`)."""

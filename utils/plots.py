@@ -147,12 +147,17 @@ def plot_alignment(metrics, spikes: list[Spike] = (), ax=None):
     return ax
 
 
-def plot_alignment_histogram(phases, column: str = "cos_grad_top_sym", ax=None):
-    """Histogram of the cosine in calm rows and onset rows (from ``claims.alignment_phases``)."""
+def plot_alignment_histogram(phases, column: str = "cos_grad_top_sym", ax=None,
+                             chance: float | None = None):
+    """Histogram of the cosine in each phase (from ``claims.alignment_phases``), with the median
+    |cos| of a random direction (``chance``) as a dotted line."""
     ax = ax or plt.gca()
     data = phases[phases[column] > 0]
     sns.histplot(data=data, x=column, hue="phase", log_scale=True, bins=30, element="step",
                  stat="density", common_norm=False, ax=ax)
+    if chance is not None:
+        ax.axvline(chance, color="k", ls=":", lw=1.2)
+        ax.text(chance, ax.get_ylim()[1] * 0.95, " random direction", fontsize="x-small", va="top")
     ax.set_xlabel(r"$|\cos(D^{1/2}g,\, u)|$")
     return ax
 
@@ -221,3 +226,25 @@ def plot_mechanism(metrics, stages, lr: float, after: int = 80):
                loc="lower center", fontsize="x-small", frameon=False)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     return fig
+
+
+def plot_seed_verdicts(table, names, ax=None):
+    """One column per seed, one row per verdict: green where it held, red where not, grey
+    where the seed had no spike; the number of spikes is written above each column."""
+    import matplotlib.colors as mcolors
+
+    ax = ax or plt.gca()
+    spiked = table["n_spikes"].to_numpy() > 0
+    grid = np.array([[(1.0 if bool(v) else 0.0) if ok else np.nan
+                      for v, ok in zip(table[n].fillna(False), spiked)] for n in names])
+    cmap = mcolors.ListedColormap(["#d62728", "#2ca02c"])
+    cmap.set_bad("#cccccc")
+    ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=0, vmax=1, aspect="auto")
+    ax.set_yticks(range(len(names)), [n.replace("_", " ") for n in names], fontsize="small")
+    ax.set_xticks(range(len(table)), table["seed"].astype(int), fontsize="small")
+    ax.set_xlabel("seed (number above: spikes)")
+    for k, n in enumerate(table["n_spikes"]):
+        ax.text(k, -0.6, str(int(n)), ha="center", va="bottom", fontsize="x-small")
+    ax.set_ylim(len(names) - 0.5, -0.9)
+    ax.set_title("verdict per seed (green: holds, red: does not)", fontsize="small")
+    return ax

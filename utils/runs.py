@@ -28,7 +28,7 @@ from .data import DATASETS, load_dataset
 from .losses import mse
 from .hvp import HVP_METHODS, LossHessian, loss_of_params, math_attention
 from .models import MODELS, build_model
-from .spikes import SPIKE_FACTOR, SPIKE_FLOOR, SPIKE_WINDOW, Spike, detect_spikes
+from .spikes import SPIKE_FACTOR, SPIKE_WINDOW, Spike, detect_events, float_floor
 from .tracker import MEASUREMENTS, TRACKER_SOLVERS, CurvatureTracker
 from .validation import (check_adam_hyperparameters, check_choice, check_number,
                          resolve_dtype)
@@ -42,6 +42,9 @@ class RunConfig:
 
     ``track_every`` = k measures the curvature at steps k, 2k, ... (0: never). ``data`` is
     ignored by the quadratic model. ``threads`` is passed to ``torch.set_num_threads``.
+    ``spike_factor``, ``spike_window`` and ``spike_floor`` are the book's one event definition
+    (:mod:`utils.spikes`); ``spike_floor`` is relative to the first loss, and None means the
+    float floor of ``dtype`` (:func:`utils.spikes.float_floor`).
     ``device`` is where the model, the data and every curvature computation live ("cpu",
     "cuda", "cuda:1", ...).
     """
@@ -65,7 +68,7 @@ class RunConfig:
     eig_tol: float = 1e-3
     spike_factor: float = SPIKE_FACTOR
     spike_window: int = SPIKE_WINDOW
-    spike_floor: float = SPIKE_FLOOR
+    spike_floor: float | None = None
     threads: int = 1
     device: str = "cpu"
     progress: bool = True
@@ -88,7 +91,8 @@ class RunConfig:
         check_number("eig_tol", self.eig_tol, low=0, low_open=True, high=1, high_open=True)
         check_number("spike_factor", self.spike_factor, low=1, low_open=True)
         check_number("spike_window", self.spike_window, low=1, integer=True)
-        check_number("spike_floor", self.spike_floor, low=0)
+        if self.spike_floor is not None:
+            check_number("spike_floor", self.spike_floor, low=0, high=1, high_open=True)
         check_number("threads", self.threads, low=1, integer=True)
         check_device(self.device)
         return self
@@ -106,6 +110,8 @@ class RunResult:
     seconds: float
     spot_checks: list = field(default_factory=list)
     """The engine against a cold solve (:meth:`~utils.tracker.CurvatureTracker.spot_checks`)."""
+    excluded: list = field(default_factory=list)
+    """Loss events that do not count as spikes (at the float floor, or a rise below the factor)."""
 
     @property
     def threshold(self) -> float:
@@ -138,6 +144,7 @@ class RunResult:
             "steps_run": int(self.metrics["step"].max()) if len(self.metrics) else 0,
             "diverged_at": self.diverged_at,
             "spikes": [asdict(s) for s in self.spikes],
+            "excluded_events": [asdict(s) for s in self.excluded],
             "instrument": self.instrument(),
             "spot_checks": self.spot_checks,
             "verdicts": {v.name: v.to_dict() for v in (verdicts or [])},
@@ -213,6 +220,12 @@ def build_problem(config: RunConfig):
     return model, loss_of_params(model, mse, data.inputs, data.targets)
 
 
+def parameter_count(config: RunConfig) -> int:
+    """n, the number of trained parameters of ``config``'s model (built, not trained)."""
+    model, _ = build_problem(config)
+    return sum(p.numel() for p in model.parameters())
+
+
 def run(config: RunConfig) -> RunResult:
     """Train one model under ``config`` and measure it; see the module docstring."""
     config.validate()
@@ -263,15 +276,24 @@ def run(config: RunConfig) -> RunResult:
             bar.set_postfix(loss=f"{loss:.3g}", refresh=False)
     bar.close()
     metrics = pd.DataFrame(rows)
-    spikes = detect_spikes(metrics["loss"].to_numpy(), metrics["step"].to_numpy(),
-                           factor=config.spike_factor, window=config.spike_window,
-                           floor=config.spike_floor)
+    spikes, excluded = find_events(metrics, config)
     checks = tracker.spot_checks(loss_fn, tracker.spot_check_steps([s.start for s in spikes]))
     if checks:
         errors = pd.Series({c["step"]: c["rel_error"] for c in checks})
         metrics["eig_spot_rel_error"] = metrics["step"].map(errors)
     return RunResult(config, metrics, spikes, diverged_at, model, time.perf_counter() - t0,
-                     checks)
+                     checks, excluded)
+
+
+def find_events(metrics: pd.DataFrame, config: RunConfig, **overrides) -> tuple[list, list]:
+    """The loss events of a run's ``metrics`` under the event definition of ``config``
+    (``spike_factor``, ``spike_window``, ``spike_floor``; ``overrides`` replace them by the
+    names ``factor``, ``window``, ``floor``): (counted spikes, excluded events)."""
+    floor = float_floor(config.dtype) if config.spike_floor is None else config.spike_floor
+    kwargs = dict(factor=config.spike_factor, window=config.spike_window, floor=floor)
+    events = detect_events(metrics["loss"].to_numpy(), metrics["step"].to_numpy(),
+                           **{**kwargs, **overrides})
+    return [e for e in events if e.counted], [e for e in events if not e.counted]
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

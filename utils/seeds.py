@@ -26,8 +26,7 @@ from .adam_state import decoupling_statistics, read_adam_state
 from .engine import TrackingEngine
 from .hvp import LossHessian, math_attention
 from .losses import mse
-from .runs import RunConfig, RunResult, build_data, build_model_for
-from .spikes import detect_spikes
+from .runs import RunConfig, RunResult, build_data, build_model_for, find_events
 from .tracker import engine_columns
 from .validation import check_number
 
@@ -164,11 +163,10 @@ def run_seeds(config: RunConfig, seeds) -> list[RunResult]:
     results = []
     for k, s in enumerate(seeds):
         metrics = pd.DataFrame(rows[s])
-        spikes = detect_spikes(metrics["loss"].to_numpy(), metrics["step"].to_numpy(),
-                               factor=config.spike_factor, window=config.spike_window,
-                               floor=config.spike_floor)
+        spikes, excluded = find_events(metrics, config)
         diverged = None if alive[k] else int(metrics["step"].iloc[-1])
-        results.append(RunResult(replace(config, seed=s), metrics, spikes, diverged, None, seconds))
+        results.append(RunResult(replace(config, seed=s), metrics, spikes, diverged, None, seconds,
+                                 excluded=excluded))
     return results
 
 

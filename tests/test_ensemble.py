@@ -1,0 +1,110 @@
+"""Ensemble verdicts, intervals, sensitivity and bands; the stored sweeps recomputed."""
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from utils.ensemble import (ENSEMBLE_SHARE, bootstrap_ci, ensemble_band, ensemble_verdicts,
+                            glue_checked, sensitivity_table)
+from utils.verdicts import Verdict, report_verdicts
+
+
+def table(holds, spikes=None):
+    n = len(holds)
+    spikes = [2] * n if spikes is None else spikes
+    t = pd.DataFrame({"seed": range(n), "n_spikes": spikes, "crossing_precedes_every_spike": holds,
+                      "raw_curvature_below": [True] * n})
+    for k in (3, 30):
+        t[f"n_spikes@K{k:g}"] = spikes
+        t[f"crossing_precedes_every_spike@K{k:g}"] = holds
+        t[f"raw_curvature_below@K{k:g}"] = True
+    for h in (0, 0.05):
+        t[f"crossing_precedes_every_spike@h{h:g}"] = holds
+        t[f"raw_curvature_below@h{h:g}"] = False
+    return t
+
+
+def test_ensemble_verdict_holds_only_when_the_share_is_reached():
+    ok = {v.name: v for v in ensemble_verdicts(table([True] * 13 + [False] * 3),
+                                               "02_lambda_max_crossing")}
+    assert ok["ensemble_crossing_precedes_every_spike"].passed
+    share = ok["ensemble_crossing_precedes_every_spike"].numbers
+    assert share["share"] == pytest.approx(13 / 16)
+    assert share["share_ci_low"] < share["share"] < share["share_ci_high"] <= 1
+    # the claim holding in one seed of two (a coincidence, not a reproduction) fails
+    bad = {v.name: v for v in ensemble_verdicts(table([True, False] * 8), "02_lambda_max_crossing")}
+    assert not bad["ensemble_crossing_precedes_every_spike"].passed
+    assert ENSEMBLE_SHARE == 0.75
+
+
+def test_seeds_without_spikes_are_left_out_and_missing_verdicts_count_as_false():
+    t = table([True] * 4 + [None] * 2 + [True] * 2, spikes=[2] * 6 + [0] * 2)
+    v = ensemble_verdicts(t, "02_lambda_max_crossing")[0]
+    assert v.numbers["seeds_spiked"] == 6 and v.numbers["share"] == pytest.approx(4 / 6)
+    assert not v.passed
+
+
+def test_sensitivity_table_reads_each_setting():
+    sens = sensitivity_table(table([True] * 16), "02_lambda_max_crossing")
+    assert list(sens.index) == ["spike_factor = 3", "spike_factor = 10 (default)",
+                                "spike_factor = 30", "hysteresis = 0",
+                                "hysteresis = 0.01 (default)", "hysteresis = 0.05"]
+    assert sens.loc["hysteresis = 0.05", "raw_curvature_below"] == 0.0
+    assert sens.loc["spike_factor = 30", "raw_curvature_below"] == 1.0
+
+
+def test_bootstrap_interval_covers_the_median_and_is_reproducible():
+    x = np.random.default_rng(0).normal(5.0, 1.0, 40)
+    point, lo, hi = bootstrap_ci(x)
+    assert lo < point < hi and lo < 5.0 < hi
+    assert bootstrap_ci(x) == (point, lo, hi)
+    assert all(math.isnan(v) for v in bootstrap_ci([np.nan]))
+    assert bootstrap_ci([3.0]) == (3.0, 3.0, 3.0)
+
+
+def test_glue_checked_fails_outside_a_band_only_under_the_defaults():
+    t = pd.DataFrame({"x": [1.0, 2.0, 3.0]})
+    band = ensemble_band(t, "x")
+    assert band == pytest.approx((0.8, 3.2))
+    assert glue_checked({"x_demo": 2.5}, {"x_demo": band}, strict=True)["inside"].all()
+    with pytest.raises(AssertionError, match="x_demo"):
+        glue_checked({"x_demo": 4.0}, {"x_demo": band}, strict=True)
+    assert not glue_checked({"x_demo": 4.0}, {"x_demo": band}, strict=False)["inside"].any()
+    with pytest.raises(AssertionError, match="without a band"):
+        glue_checked({"y_demo": 1.0}, {}, strict=True)
+
+
+def test_report_verdicts_enforces_what_the_chapter_states():
+    verdicts = [Verdict("a", "holds", True), Verdict("b", "does not hold", False)]
+    report_verdicts(verdicts, strict=True, not_reproduced=("b",))
+    with pytest.raises(AssertionError, match="'b'"):        # b false but not declared
+        report_verdicts(verdicts, strict=True)
+    with pytest.raises(AssertionError, match="'a'"):        # a declared false but true
+        report_verdicts(verdicts, strict=True, not_reproduced=("a", "b"))
+    with pytest.raises(AssertionError, match="names no verdict"):
+        report_verdicts(verdicts, strict=True, not_reproduced=("b", "typo"))
+    report_verdicts(verdicts, strict=False)
+
+
+def test_stored_rows_recomputed_match_the_table():
+    """Chapter 1's first task (seeds 0-7) run again here gives the stored rows: every verdict
+    and count exactly, every number within float tolerance; the provenance names the config."""
+    from utils.sweeps import SWEEPS, config_json, load_sweep, run_task, sweep_tasks
+
+    sweep = SWEEPS["01_v_decay"]
+    stored = load_sweep("01_v_decay")
+    assert len(stored) == len(sweep.seeds) and set(stored["seed"]) == set(sweep.seeds)
+    for col in ("commit", "versions", "machine", "python", "config"):
+        assert stored[col].notna().all(), col
+    assert (stored["config"] == config_json(sweep.configs[0])).all()
+    task = sweep_tasks(sweep)[0]
+    rows = pd.DataFrame(run_task(task.config, task.seeds, sweep.evaluate)).set_index("seed")
+    old = stored.set_index("seed").loc[list(task.seeds), rows.columns]
+    for col in rows.columns:
+        a, b = rows[col], old[col]
+        if pd.api.types.is_float_dtype(a) or pd.api.types.is_float_dtype(b):
+            np.testing.assert_allclose(a.astype(float), b.astype(float), rtol=1e-6, atol=1e-12,
+                                       err_msg=col)
+        else:
+            assert list(a.astype(object)) == list(b.astype(object)), col

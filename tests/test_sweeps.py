@@ -1,0 +1,202 @@
+"""Seed sweeps: one row per run, cached tasks, resume after a failure, same bytes twice."""
+import dataclasses
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from utils import sweeps
+from utils.runs import RunResult
+from utils.sweeps import (PROVENANCE_COLUMNS, SWEEPS, Sweep, SweepTaskError, basic_columns,
+                          load_sweep, run_sweep, sweep_tasks, task_key)
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = SWEEPS["tiny"]
+EVALUATED = ["n_spikes", "final_loss", "max_lambda_max_pre", "diverged"]
+COLUMNS = ["sweep", "config_index", "seed", *EVALUATED, *PROVENANCE_COLUMNS]
+
+
+@pytest.fixture
+def dirs(tmp_path):
+    """Cache folder and output file of a test."""
+    return dict(cache_dir=tmp_path / "cache", out=tmp_path / "out" / "tiny.csv.gz")
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """Count the calls of run_task (by their seeds); ``fail`` makes the calls for those seeds raise."""
+    calls, fail, real = [], set(), sweeps.run_task
+
+    def wrapper(config, seeds, evaluate):
+        calls.append(tuple(seeds))
+        if fail & set(seeds):
+            raise RuntimeError("injected failure")
+        return real(config, seeds, evaluate)
+
+    monkeypatch.setattr(sweeps, "run_task", wrapper)
+    return calls, fail
+
+
+@pytest.fixture
+def no_training(monkeypatch, no_cluster):
+    """Fail the test if anything is trained or a cluster starts (``no_cluster``, conftest)."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("work started before the arguments were checked")
+    monkeypatch.setattr(sweeps, "run_task", refuse)
+
+
+def test_serial_sweep_gives_one_row_per_run_and_round_trips(dirs):
+    table = run_sweep("tiny", serial=True, progress=False, **dirs)
+    assert list(table.columns) == COLUMNS
+    assert list(table["seed"]) == [0, 1, 2, 3] and set(table["config_index"]) == {0}
+    assert (table["sweep"] == "tiny").all() and not table["diverged"].any()
+    assert (table["final_loss"] > 0).all() and (table["max_lambda_max_pre"] > 0).all()
+    config = json.loads(table["config"][0])
+    assert config["lr"] == 0.01 and "progress" not in config
+    versions = json.loads(table["versions"][0])
+    assert {"torch", "numpy", "scipy", "pandas", "dask", "distributed", "utils"} <= set(versions)
+    assert json.loads(table["machine"][0])["cpus"] >= 1
+    pd.testing.assert_frame_equal(load_sweep("tiny", path=dirs["out"]), table, check_exact=True)
+    tasks = sweep_tasks(TINY)
+    assert [t.seeds for t in tasks] == [(0, 1), (2, 3)]
+    assert sorted(p.name for p in (dirs["cache_dir"] / "tiny").iterdir()) == sorted(
+        f"{t.key}.json" for t in tasks)
+
+
+def test_local_cluster_equals_serial(tmp_path, monkeypatch):
+    monkeypatch.delenv("DASK_SCHEDULER", raising=False)
+    serial = run_sweep("tiny", serial=True, progress=False, cache_dir=tmp_path / "a",
+                       out=tmp_path / "a.csv.gz")
+    dask = run_sweep("tiny", workers=2, progress=False, cache_dir=tmp_path / "b",
+                     out=tmp_path / "b.csv.gz")
+    columns = ["config_index", "seed", *EVALUATED, "config_key", "config"]
+    pd.testing.assert_frame_equal(dask[columns], serial[columns], check_exact=False, rtol=1e-12)
+
+
+def test_a_failed_task_keeps_the_finished_ones_and_the_rerun_resumes(dirs, counted):
+    calls, fail = counted
+    first, second = sweep_tasks(TINY)
+    fail.add(2)
+    with pytest.raises(SweepTaskError, match=r"seeds \[2, 3\]"):
+        run_sweep("tiny", serial=True, progress=False, **dirs)
+    folder = dirs["cache_dir"] / "tiny"
+    cached = folder / f"{first.key}.json"
+    assert cached.exists() and not (folder / f"{second.key}.json").exists()
+    assert not dirs["out"].exists()
+    stat = cached.stat()
+    # a process killed while writing leaves only a temporary file, which the resume ignores
+    (folder / f".{second.key}.json.abc123.tmp").write_text('{"rows": [')
+
+    fail.clear()
+    calls.clear()
+    table = run_sweep("tiny", serial=True, progress=False, **dirs)
+    assert calls == [(2, 3)]
+    assert (cached.stat().st_mtime_ns, cached.stat().st_ino) == (stat.st_mtime_ns, stat.st_ino)
+    assert list(table["seed"]) == [0, 1, 2, 3] and not table[EVALUATED].isna().any().any()
+
+    calls.clear()
+    pd.testing.assert_frame_equal(run_sweep("tiny", serial=True, progress=False, **dirs), table)
+    assert calls == []
+
+
+def failing_on_seed_2(results):
+    """An evaluate function that fails in the task of seed 2 (imported by the Dask worker)."""
+    if any(r.config.seed == 2 for r in results):
+        raise RuntimeError("injected failure")
+    return basic_columns(results)
+
+
+def test_a_failed_dask_task_is_named_and_the_finished_ones_are_cached(dirs, monkeypatch):
+    monkeypatch.delenv("DASK_SCHEDULER", raising=False)
+    sweep = dataclasses.replace(TINY, name="tiny_failing",
+                                evaluate=f"{__name__}:failing_on_seed_2")
+    first, second = sweep_tasks(sweep)
+    with pytest.raises(SweepTaskError, match=r"seeds \[2, 3\].*injected failure"):
+        run_sweep(sweep, workers=1, progress=False, **dirs)  # one worker: tasks run in order
+    folder = dirs["cache_dir"] / "tiny_failing"
+    assert (folder / f"{first.key}.json").exists()
+    assert not (folder / f"{second.key}.json").exists() and not dirs["out"].exists()
+
+
+def test_the_same_rows_give_the_same_bytes(tmp_path):
+    outs = [tmp_path / f"{i}.csv.gz" for i in range(3)]
+    run_sweep("tiny", serial=True, progress=False, cache_dir=tmp_path / "a", out=outs[0])
+    run_sweep("tiny", serial=True, progress=False, cache_dir=tmp_path / "a", out=outs[1])
+    run_sweep("tiny", serial=True, progress=False, cache_dir=tmp_path / "b", out=outs[2])
+    assert outs[0].read_bytes() == outs[1].read_bytes() == outs[2].read_bytes()
+
+
+def test_task_keys_follow_config_seeds_and_evaluate_but_not_progress():
+    config = TINY.configs[0]
+    key = task_key(config, [0, 1], TINY.evaluate)
+    assert len(key) == 16 and key == task_key(dataclasses.replace(config, progress=True),
+                                              [0, 1], TINY.evaluate)
+    assert key != task_key(config, [0, 2], TINY.evaluate)
+    assert key != task_key(dataclasses.replace(config, lr=0.02), [0, 1], TINY.evaluate)
+    assert key != task_key(config, [0, 1], "utils.sweeps:other")
+
+
+@pytest.mark.parametrize("call, name", [
+    (lambda d: run_sweep("nope", **d), "sweep"),
+    (lambda d: run_sweep("tiny", workers=0, **d), "workers"),
+    (lambda d: run_sweep("tiny", workers=1.5, **d), "workers"),
+    (lambda d: run_sweep("tiny", scheduler="", **d), "scheduler"),
+    (lambda d: run_sweep(dataclasses.replace(TINY, name="t2", seeds=(0, 1, 1)), **d), "seeds"),
+    (lambda d: run_sweep(dataclasses.replace(TINY, name="t2", seeds=(-1,)), **d), "seeds"),
+    (lambda d: run_sweep(dataclasses.replace(TINY, name="t2", seeds_per_task=0), **d),
+     "seeds_per_task"),
+    (lambda d: run_sweep(dataclasses.replace(TINY, name="t2", evaluate="utils.sweeps:nope"),
+                         **d), "evaluate"),
+    (lambda d: run_sweep(dataclasses.replace(TINY, name="t2", configs=(
+        dataclasses.replace(TINY.configs[0], lr=-1.0),)), **d), "lr"),
+    (lambda d: run_sweep(dataclasses.replace(TINY, name="t2", configs=TINY.configs * 2), **d),
+     "configs"),
+    (lambda d: run_sweep(dataclasses.replace(TINY, seeds=(0,)), **d), "sweep"),
+    (lambda d: sweeps.register(dataclasses.replace(TINY, seeds=(0,))), "name"),
+    (lambda d: sweeps.register(dataclasses.replace(TINY, name="a/b")), "name"),
+])
+def test_bad_arguments_are_refused_before_anything_runs(no_training, dirs, call, name):
+    with pytest.raises(ValueError, match=name):
+        call(dirs)
+    assert not dirs["cache_dir"].exists() and not dirs["out"].exists()
+
+
+def test_missing_table_names_the_command_that_writes_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match="make sweep NAME=tiny"):
+        load_sweep("tiny", path=tmp_path / "tiny.csv.gz")
+
+
+def test_basic_columns_of_a_diverged_run():
+    config = TINY.configs[0]
+    metrics = pd.DataFrame({"step": [1, 2, 3], "loss": [1.0, 5.0, math.inf],
+                            "lambda_max_pre": [math.nan, 3.0, math.nan]})
+    row, = basic_columns([RunResult(config, metrics, [], 3, None, 0.0)])
+    assert row["diverged"] and row["final_loss"] == math.inf
+    assert row["max_lambda_max_pre"] == 3.0 and row["n_spikes"] == 0
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "utils.sweeps", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_cli_lists_and_refuses_unknown_names():
+    listed = cli("--list")
+    assert listed.returncode == 0, listed.stderr
+    line, = [line for line in listed.stdout.splitlines() if line.startswith("tiny ")]
+    assert "4 runs" in line and "not in 'all'" in line
+    unknown = cli("nope")
+    assert unknown.returncode == 2 and "nope" in unknown.stderr and "tiny" in unknown.stderr
+
+
+def test_cli_runs_a_named_sweep_and_says_where_its_table_went(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sweeps, "SWEEP_DIR", tmp_path / "sweeps")
+    monkeypatch.setattr(sweeps, "CACHE_DIR", tmp_path / "cache")
+    assert sweeps.main(["tiny", "--serial"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("tiny: 4 runs -> ") and str(tmp_path / "sweeps" / "tiny.csv.gz") in out
+    assert len(load_sweep("tiny", path=tmp_path / "sweeps" / "tiny.csv.gz")) == 4
