@@ -229,7 +229,8 @@ def glue_ensemble(verdicts: list[Verdict], pooled: pd.DataFrame | None = None) -
     """Glue the ensemble's numbers for the prose, rounded to 3 significant digits (they are
     read from the stored table, so nbval compares them exactly): ``n_seeds``, ``seeds_spiked``,
     ``share_<verdict>`` with ``_lo`` and ``_hi`` (its 95 % interval), and for each pooled
-    quantity ``<quantity>`` with ``_lo``, ``_hi`` and ``_seeds``."""
+    quantity ``ens_<quantity>`` with ``_lo``, ``_hi`` and ``_seeds`` (the prefix keeps them
+    apart from the single run's numbers on the same page)."""
     from myst_nb import glue
 
     def r3(x):
@@ -245,10 +246,10 @@ def glue_ensemble(verdicts: list[Verdict], pooled: pd.DataFrame | None = None) -
         glue(f"share_{name}_lo", r3(v.numbers["share_ci_low"]), display=False)
         glue(f"share_{name}_hi", r3(v.numbers["share_ci_high"]), display=False)
     for quantity, row in ([] if pooled is None else pooled.iterrows()):
-        glue(quantity, r3(row["median"]), display=False)
-        glue(f"{quantity}_lo", r3(row["ci95_low"]), display=False)
-        glue(f"{quantity}_hi", r3(row["ci95_high"]), display=False)
-        glue(f"{quantity}_seeds", int(row["seeds"]), display=False)
+        glue(f"ens_{quantity}", r3(row["median"]), display=False)
+        glue(f"ens_{quantity}_lo", r3(row["ci95_low"]), display=False)
+        glue(f"ens_{quantity}_hi", r3(row["ci95_high"]), display=False)
+        glue(f"ens_{quantity}_seeds", int(row["seeds"]), display=False)
 
 
 def ensemble_band(table: pd.DataFrame | None, column: str, pad: float = 0.1,
