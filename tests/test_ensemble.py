@@ -67,6 +67,7 @@ def test_glue_checked_fails_outside_a_band_only_under_the_defaults():
     t = pd.DataFrame({"x": [1.0, 2.0, 3.0]})
     band = ensemble_band(t, "x")
     assert band == pytest.approx((0.8, 3.2))
+    assert ensemble_band(pd.DataFrame({"x": [0.0, 1.0]}), "x") == pytest.approx((0.0, 1.1))
     assert glue_checked({"x_demo": 2.5}, {"x_demo": band}, strict=True)["inside"].all()
     with pytest.raises(AssertionError, match="x_demo"):
         glue_checked({"x_demo": 4.0}, {"x_demo": band}, strict=True)

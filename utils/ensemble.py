@@ -255,9 +255,10 @@ def glue_ensemble(verdicts: list[Verdict], pooled: pd.DataFrame | None = None) -
 def ensemble_band(table: pd.DataFrame | None, column: str, pad: float = 0.1,
                   fallback=(-math.inf, math.inf)) -> tuple[float, float]:
     """The range of ``column`` over the stored seeds, widened by ``pad`` × its width on each
-    side: the tolerance band of the single run's value of the same quantity (another machine's
-    run of the same seed is, for a chaotic quantity, like another seed). ``fallback`` when
-    there is no table or no finite value."""
+    side (not below 0 for a quantity the seeds never take negative): the tolerance band of the
+    single run's value of the same quantity (another machine's run of the same seed is, for a
+    chaotic quantity, like another seed). ``fallback`` when there is no table or no finite
+    value."""
     if table is None or column not in table:
         return fallback
     x = pd.to_numeric(table[column], errors="coerce").to_numpy(dtype=float)
@@ -265,7 +266,8 @@ def ensemble_band(table: pd.DataFrame | None, column: str, pad: float = 0.1,
     if not len(x):
         return fallback
     width = x.max() - x.min()
-    return float(x.min() - pad * width), float(x.max() + pad * width)
+    lo, hi = x.min() - pad * width, x.max() + pad * width
+    return float(max(lo, 0.0) if x.min() >= 0 else lo), float(hi)
 
 
 def glue_checked(values: dict, bands: dict, strict: bool) -> pd.DataFrame:

@@ -247,4 +247,5 @@ def plot_seed_verdicts(table, names, ax=None):
         ax.text(k, -0.6, str(int(n)), ha="center", va="bottom", fontsize="x-small")
     ax.set_ylim(len(names) - 0.5, -0.9)
     ax.set_title("verdict per seed (green: holds, red: does not)", fontsize="small")
+    ax.grid(False)
     return ax
