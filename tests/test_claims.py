@@ -204,3 +204,35 @@ def test_lambda_grad_must_beat_random_alarms_at_its_own_rate():
     assert w["lambda_grad_marks_onsets"].passed
     assert not w["lambda_grad_beats_chance"].passed
     assert w["lambda_grad_beats_chance"].numbers["chance_recall"] > 0.8
+
+
+def quadratic_pair(adam_lambda, gd_loss, a=1.0, lr=0.1, adam_spikes=()):
+    steps = np.arange(1, len(adam_lambda) + 1)
+    cfg = RunConfig(model="quadratic", model_kwargs={"curvature": a}, lr=lr)
+    adam = SimpleNamespace(config=cfg, spikes=list(adam_spikes), diverged_at=None,
+                           metrics=pd.DataFrame({"step": steps, "lambda_max_pre": adam_lambda}))
+    gd = SimpleNamespace(config=cfg, spikes=[], diverged_at=None,
+                         metrics=pd.DataFrame({"step": steps, "loss": gd_loss}))
+    return adam, gd
+
+
+def test_counterexample_verdicts_pass_and_fail():
+    from utils.claims import counterexample_verdicts
+
+    n = 400
+    rising = np.geomspace(1.0, 40.0, n)                  # crosses 2/η = 20 near step 330
+    falling = np.geomspace(1.0, 1e-30, n)
+    spike = [Spike(340, 345, 350, 360, 1e-30, 1e-30, 1e-3)]
+    ok = {v.name: v for v in counterexample_verdicts(*quadratic_pair(rising, falling,
+                                                                      adam_spikes=spike))}
+    assert all(v.passed for v in ok.values())
+    # Adam's curvature flat below 2/η: no crossing, and a spike before it does not count
+    flat = {v.name: v for v in counterexample_verdicts(*quadratic_pair(
+        np.full(n, 5.0), falling, adam_spikes=spike))}
+    assert not flat["adam_crosses"].passed and not flat["adam_spikes"].passed
+    # GD that rises, at a step size near its own limit: sharpness could explain a spike
+    bumpy = falling.copy()
+    bumpy[200] = bumpy[199] * 10
+    sharp = {v.name: v for v in counterexample_verdicts(*quadratic_pair(
+        rising, bumpy, a=15.0, adam_spikes=spike))}
+    assert not sharp["gd_smooth"].passed and not sharp["sharpness_far_below_limit"].passed

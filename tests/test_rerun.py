@@ -48,3 +48,9 @@ def test_rerun_writes_its_own_folder(tmp_path, capsys):
     assert summary["parameters"]["steps"] == 120 and summary["parameters"]["beta2"] == 0.95
     assert (tmp_path / "metrics.csv").exists()
     assert "metrics.csv" in capsys.readouterr().out
+    # the stored 16-seed ensemble (run under the defaults) is not shown as this run's: the
+    # chapter says how to run the ensemble for these parameters instead
+    printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
+                      for o in c.get("outputs", []))
+    assert "not shown" in printed and "run_ensemble('01_v_decay'" in printed
+    assert "'beta2': 0.95" in printed

@@ -31,6 +31,10 @@ def counterexample_verdicts(adam, gd) -> list[Verdict]:
 
     ``adam`` and ``gd`` are :class:`~utils.runs.RunResult` of the two optimizers on the same
     quadratic. A spike counts for Adam when its peak comes after λ_max(Ĥ) first exceeded 2/η.
+    If sharpness explained the spike, a·η/2 would be near 1 (``sharpness_far_below_limit``
+    fails) and GD would rise too (``gd_smooth`` fails); if Adam's preconditioner did not grow,
+    λ_max(Ĥ) would stay below 2/η and no spike would follow (``adam_crosses`` and
+    ``adam_spikes`` fail).
     """
     lr, a = adam.config.lr, adam.config.model_kwargs.get("curvature", 1.0)
     threshold = 2.0 / lr
