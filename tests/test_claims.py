@@ -236,3 +236,15 @@ def test_counterexample_verdicts_pass_and_fail():
     sharp = {v.name: v for v in counterexample_verdicts(*quadratic_pair(
         rising, bumpy, a=15.0, adam_spikes=spike))}
     assert not sharp["gd_smooth"].passed and not sharp["sharpness_far_below_limit"].passed
+
+
+def test_alignment_onset_rows_end_at_the_spike_start():
+    from utils.claims import alignment_phases
+
+    r = alignment_run()
+    phases = alignment_phases(r, onset_before=20)
+    onset = phases[phases["phase"] == "onset"]
+    start = r.spikes[0].start
+    assert onset["step"].max() == start and onset["step"].min() == start - 20
+    assert (phases[phases["phase"] == "spike"]["step"] > start).all()
+    assert (phases[phases["phase"] == "calm"]["step"] < start - 20).all()

@@ -200,3 +200,39 @@ def test_cli_runs_a_named_sweep_and_says_where_its_table_went(tmp_path, monkeypa
     out = capsys.readouterr().out
     assert out.startswith("tiny: 4 runs -> ") and str(tmp_path / "sweeps" / "tiny.csv.gz") in out
     assert len(load_sweep("tiny", path=tmp_path / "sweeps" / "tiny.csv.gz")) == 4
+
+
+KILL_SCRIPT = """
+import dataclasses, sys
+from utils.sweeps import SWEEPS, run_sweep
+sweep = dataclasses.replace(SWEEPS["tiny"], name="tiny_kill", seeds=tuple(range(12)),
+                            seeds_per_task=1)
+run_sweep(sweep, serial=True, progress=False, cache_dir=sys.argv[1], out=sys.argv[2])
+"""
+
+
+def test_a_sweep_killed_midway_resumes_without_recomputing(tmp_path, counted):
+    """A real kill (SIGKILL of the process running the sweep, after its first task is cached):
+    the restarted sweep runs only the tasks that had not finished and writes the whole table."""
+    import dataclasses
+    import signal
+    import time
+
+    cache, out = tmp_path / "cache", tmp_path / "tiny_kill.csv.gz"
+    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(cache), str(out)],
+                            cwd=sweeps.REPO_ROOT)
+    folder = cache / "tiny_kill"
+    deadline = time.monotonic() + 120
+    while not list(folder.glob("*.json")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = {p.name for p in folder.glob("*.json")}
+    assert 1 <= len(done) < 12 and not out.exists(), "kill the sweep between its first and last task"
+
+    calls, _ = counted
+    sweep = dataclasses.replace(TINY, name="tiny_kill", seeds=tuple(range(12)), seeds_per_task=1)
+    table = run_sweep(sweep, serial=True, progress=False, cache_dir=cache, out=out)
+    finished_before = {t.seeds for t in sweep_tasks(sweep) if f"{t.key}.json" in done}
+    assert len(calls) == 12 - len(done) and not finished_before & set(calls)
+    assert list(table["seed"]) == list(range(12)) and out.exists()

@@ -219,12 +219,6 @@ def run_ensemble(chapter: str, params: dict, seeds=range(16), *, workers=None, o
     return run_sweep(sweep, workers=workers, out=out or CACHE_DIR / f"{chapter}_custom.csv.gz")
 
 
-def seed_overview(table: pd.DataFrame, chapter: str) -> pd.DataFrame:
-    """Per seed: spikes, excluded events, and each judged verdict (the table's columns)."""
-    cols = ["seed", "n_spikes", "n_excluded"] + [c for c in JUDGED[chapter] if c in table]
-    return table[cols].set_index("seed")
-
-
 def glue_ensemble(verdicts: list[Verdict], pooled: pd.DataFrame | None = None) -> None:
     """Glue the ensemble's numbers for the prose, rounded to 3 significant digits (they are
     read from the stored table, so nbval compares them exactly): ``n_seeds``, ``seeds_spiked``,
@@ -292,3 +286,21 @@ def glue_checked(values: dict, bands: dict, strict: bool) -> pd.DataFrame:
         raise AssertionError(f"numbers quoted in the prose outside their stated bands: {outside}"
                              + (f"; numbers without a band: {missing}" if missing else ""))
     return out
+
+
+def ensemble_summary(share: float = ENSEMBLE_SHARE) -> pd.DataFrame:
+    """Every judged claim of chapters 1-4 over its stored 16-seed sweep: one row per verdict
+    with the share of the seeds that spiked in which it holds, its 95 % interval, and whether
+    it reaches ``share`` (the introduction's table)."""
+    from .sweeps import load_sweep
+
+    rows = []
+    for chapter in JUDGED:
+        for v in ensemble_verdicts(load_sweep(chapter), chapter, share):
+            n = v.numbers
+            rows.append({"chapter": chapter, "verdict": v.name.removeprefix("ensemble_"),
+                         "seeds spiked": f"{n['seeds_spiked']} of {n['seeds']}",
+                         "share holding": round(n["share"], 2),
+                         "95 % interval": f"{n['share_ci_low']:.2f}–{n['share_ci_high']:.2f}",
+                         "reproduced": "yes" if v.passed else "no"})
+    return pd.DataFrame(rows).set_index(["chapter", "verdict"])
