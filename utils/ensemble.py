@@ -17,7 +17,7 @@ import pandas as pd
 
 from .claims import alignment_verdicts, crossing_verdicts, onset_verdicts, v_decay_verdicts
 from .runs import find_events, parameter_count
-from .spikes import CROSSING_HYSTERESIS, HYSTERESES, SPIKE_FACTORS
+from .spikes import CROSSING_HYSTERESIS, HYSTERESES, SPIKE_FACTOR, SPIKE_FACTORS
 from .verdicts import Verdict
 
 ENSEMBLE_SHARE = 0.75
@@ -171,14 +171,13 @@ def sensitivity_table(table: pd.DataFrame, chapter: str) -> pd.DataFrame:
     crossing hysteresis (the default row reads the plain columns); columns: the mean number of
     spikes per seed, the seeds that spiked, and for each judged verdict the share of those
     seeds in which it holds."""
-    settings = [(f"spike_factor = {k:g}", "" if k == 10.0 else f"@K{k:g}", f"n_spikes@K{k:g}")
-                for k in SPIKE_FACTORS]
+    settings = [(f"spike_factor = {k:g}", "" if k == SPIKE_FACTOR else f"@K{k:g}",
+                 "n_spikes" if k == SPIKE_FACTOR else f"n_spikes@K{k:g}") for k in SPIKE_FACTORS]
     if chapter != "03_gradient_alignment":
         settings += [(f"hysteresis = {h:g}", "" if h == CROSSING_HYSTERESIS else f"@h{h:g}",
                       "n_spikes") for h in HYSTERESES]
     rows = []
     for label, suffix, spikes_col in settings:
-        spikes_col = spikes_col if suffix.startswith("@K") else "n_spikes"
         row = {"setting": label + (" (default)" if not suffix else ""),
                "spikes per seed": float(table[spikes_col].mean()),
                "seeds spiked": int((table[spikes_col] > 0).sum())}
