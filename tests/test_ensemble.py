@@ -93,8 +93,17 @@ def test_stored_rows_recomputed_match_the_table():
     and count exactly, every number within float tolerance; the provenance names the config."""
     from utils.sweeps import SWEEPS, config_json, load_sweep, run_task, sweep_tasks
 
+    import json
+
+    from utils.sweeps import provenance
+
     sweep = SWEEPS["01_v_decay"]
     stored = load_sweep("01_v_decay")
+    here = provenance()["machine"]["cpu_capability"]
+    there = json.loads(stored["machine"].iloc[0]).get("cpu_capability")
+    if there != here:   # chaotic runs agree bit for bit only on the same kernels
+        pytest.skip(f"the stored rows were computed with torch's {there} kernels, this machine "
+                    f"dispatches to {here}: `make sweep NAME=01_v_decay` here, then rerun")
     assert len(stored) == len(sweep.seeds) and set(stored["seed"]) == set(sweep.seeds)
     for col in ("commit", "versions", "machine", "python", "config"):
         assert stored[col].notna().all(), col

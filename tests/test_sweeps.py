@@ -60,6 +60,7 @@ def test_serial_sweep_gives_one_row_per_run_and_round_trips(dirs):
     versions = json.loads(table["versions"][0])
     assert {"torch", "numpy", "scipy", "pandas", "dask", "distributed", "utils"} <= set(versions)
     assert json.loads(table["machine"][0])["cpus"] >= 1
+    assert json.loads(table["machine"][0])["cpu_capability"]
     pd.testing.assert_frame_equal(load_sweep("tiny", path=dirs["out"]), table, check_exact=True)
     tasks = sweep_tasks(TINY)
     assert [t.seeds for t in tasks] == [(0, 1), (2, 3)]

@@ -289,11 +289,19 @@ def _cpu_model() -> str:
     return platform.processor()
 
 
+def _cpu_capability() -> str:
+    """The instruction set torch's CPU kernels dispatch on ("AVX2", "AVX512", ...): runs agree
+    bit for bit only where it (and the versions) agree."""
+    import torch
+
+    return str(torch.backends.cpu.get_cpu_capability())
+
+
 def provenance() -> dict:
     """Where a result came from: ``commit`` (``git rev-parse HEAD`` of the repository, with
     ``-dirty`` if ``utils/`` has uncommitted changes; "unknown" outside git), ``versions`` of
     the numerical packages and of utils, ``python``, ``machine`` (node, architecture, CPU
-    model, CPU count) and ``utils_version``."""
+    model, CPU count, the instruction set torch dispatches on) and ``utils_version``."""
     try:
         commit = _git("rev-parse", "HEAD")
         if _git("status", "--porcelain", "--", "utils"):
@@ -309,7 +317,8 @@ def provenance() -> dict:
     versions["utils"] = __version__
     return {"commit": commit, "versions": versions, "python": platform.python_version(),
             "machine": {"node": platform.node(), "machine": platform.machine(),
-                        "processor": _cpu_model(), "cpus": os.cpu_count()},
+                        "processor": _cpu_model(), "cpus": os.cpu_count(),
+                        "cpu_capability": _cpu_capability()},
             "utils_version": __version__}
 
 
