@@ -237,3 +237,30 @@ def test_a_sweep_killed_midway_resumes_without_recomputing(tmp_path, counted):
     finished_before = {t.seeds for t in sweep_tasks(sweep) if f"{t.key}.json" in done}
     assert len(calls) == 12 - len(done) and not finished_before & set(calls)
     assert list(table["seed"]) == list(range(12)) and out.exists()
+
+
+def two_rows_per_seed(config, seeds):
+    """A training evaluate (``trains=True``): two rows per seed, from a plain run each."""
+    from utils.runs import run
+
+    rows = []
+    for seed in seeds:
+        result = run(dataclasses.replace(config, seed=seed), spot_checks=False)
+        for part in ("first", "last"):
+            loss = result.metrics["loss"].iloc[0 if part == "first" else -1]
+            rows.append({"seed": seed, "part": part, "loss": float(loss)})
+    return rows
+
+
+def test_a_sweep_whose_evaluate_trains_may_give_several_rows_per_seed(dirs):
+    sweep = dataclasses.replace(TINY, name="tiny_trains", trains=True,
+                                evaluate=f"{__name__}:two_rows_per_seed")
+    table = run_sweep(sweep, serial=True, progress=False, **dirs)
+    assert list(table["seed"]) == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert list(table["part"]) == ["first", "last"] * 4
+    assert table["config_key"].nunique() == 1
+    assert task_key(TINY.configs[0], (0, 1), TINY.evaluate, trains=True) != \
+        task_key(TINY.configs[0], (0, 1), TINY.evaluate)
+    bad = dataclasses.replace(sweep, name="tiny_bad", evaluate="utils.sweeps:basic_columns")
+    with pytest.raises(SweepTaskError):
+        run_sweep(bad, serial=True, progress=False, **dirs)

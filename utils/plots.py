@@ -249,3 +249,30 @@ def plot_seed_verdicts(table, names, ax=None):
     ax.set_title("verdict per seed (green: holds, red: does not)", fontsize="small")
     ax.grid(False)
     return ax
+
+
+def plot_fork(base, results: dict, fork: int, lr: float,
+              branches=("control", "v_floor", "d_frozen", "eps_raised"), before: int = 150):
+    """One fork: the loss (top) and λ_max(Ĥ) against 2/η (bottom) of each named branch from
+    the fork after update ``fork`` of ``base``, with ``before`` steps of the original run."""
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    history = base.metrics[(base.metrics["step"] > fork - before) & (base.metrics["step"] <= fork)]
+    top.semilogy(history["step"], history["loss"], color="0.5", lw=1.2, label="before the fork")
+    tracked = history.dropna(subset=["lambda_max_pre"])
+    bottom.plot(tracked["step"], tracked["lambda_max_pre"], color="0.5", lw=1.2)
+    for name in branches:
+        m = results[name].metrics
+        top.semilogy(m["step"], m["loss"], lw=1, label=name.replace("_", " "))
+        t = m.dropna(subset=["lambda_max_pre"])
+        bottom.plot(t["step"], t["lambda_max_pre"], lw=1, label=name.replace("_", " "))
+    for ax in (top, bottom):
+        ax.axvline(fork, color="k", ls=":", lw=1)
+    bottom.axhline(2.0 / lr, color="k", ls="--", lw=1, label=r"$2/\eta$")
+    bottom.set_yscale("log")
+    top.set_ylabel("training loss (MSE)")
+    bottom.set_ylabel(LABELS["lambda_max_pre"])
+    bottom.set_xlabel("step $t$ (dotted: the fork)")
+    top.legend(loc="best", fontsize="small")
+    bottom.legend(loc="best", fontsize="small")
+    fig.tight_layout()
+    return fig

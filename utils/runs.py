@@ -11,6 +11,7 @@ curvature is measured on that same full batch.
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 import platform
@@ -98,6 +99,22 @@ class RunConfig:
         return self
 
 
+@dataclass(frozen=True)
+class Checkpoint:
+    """Where a run stood after update ``step``: copies of the parameters (name -> tensor) and
+    of the optimizer's ``state_dict()``. :func:`run` continues from it bit for bit."""
+
+    step: int
+    params: dict
+    optimizer: dict
+
+
+def take_checkpoint(step: int, params: dict, opt) -> Checkpoint:
+    """A :class:`Checkpoint` of ``params`` and ``opt`` after update ``step`` (deep copies)."""
+    return Checkpoint(step, {n: p.detach().clone() for n, p in params.items()},
+                      copy.deepcopy(opt.state_dict()))
+
+
 @dataclass
 class RunResult:
     """What a run leaves: the config, the per-step metrics, the spikes and the final model."""
@@ -112,6 +129,8 @@ class RunResult:
     """The engine against a cold solve (:meth:`~utils.tracker.CurvatureTracker.spot_checks`)."""
     excluded: list = field(default_factory=list)
     """Loss events that do not count as spikes (at the float floor, or a rise below the factor)."""
+    checkpoints: dict = field(default_factory=dict)
+    """step -> :class:`Checkpoint`, for the steps asked of :func:`run` (0: before training)."""
 
     @property
     def threshold(self) -> float:
@@ -226,9 +245,21 @@ def parameter_count(config: RunConfig) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def run(config: RunConfig) -> RunResult:
-    """Train one model under ``config`` and measure it; see the module docstring."""
+def run(config: RunConfig, *, resume: Checkpoint | None = None, checkpoint_steps=(),
+        checkpoint_every: int = 0, intervention=None, spot_checks: bool = True) -> RunResult:
+    """Train one model under ``config`` and measure it; see the module docstring.
+
+    ``resume``: continue from a :class:`Checkpoint` (its step + 1 up to ``config.steps``),
+    which reproduces the original run bit for bit. ``checkpoint_steps`` (and every
+    ``checkpoint_every``-th step, and step 0) are kept in ``result.checkpoints``.
+    ``intervention`` (:class:`utils.interventions.Intervention`) changes the run at the start
+    and after every optimizer step. ``spot_checks``: compare the engine with a cold solve.
+    """
     config.validate()
+    check_number("checkpoint_every", checkpoint_every, low=0, integer=True)
+    if resume is not None and not 0 <= resume.step < config.steps:
+        raise ValueError(f"resume: the checkpoint's step must be in [0, steps={config.steps}), "
+                         f"got {resume.step}")
     torch.set_num_threads(config.threads)
     model, loss_fn = build_problem(config)
     params = dict(model.named_parameters())
@@ -241,9 +272,22 @@ def run(config: RunConfig) -> RunResult:
         measure = [m for m in config.measure if m in ("lambda_max_H", "lambda_grad")]
     tracker = CurvatureTracker(measure, tol=config.eig_tol, solver=config.eig_solver,
                                seed=config.seed)
+    first = 1
+    if resume is not None:
+        with torch.no_grad():
+            for name, p in params.items():
+                p.copy_(resume.params[name])
+        opt.load_state_dict(copy.deepcopy(resume.optimizer))
+        first = resume.step + 1
+    keep = set(checkpoint_steps) | ({0} if resume is None else set())
+    checkpoints = {0: take_checkpoint(0, params, opt)} if 0 in keep else {}
+    read_state = read_adam_state
+    if intervention is not None:
+        opt = intervention.prepare(opt, params)
+        read_state = intervention.state
     rows, diverged_at = [], None
     t0 = time.perf_counter()
-    bar = tqdm(range(1, config.steps + 1), disable=not config.progress, mininterval=1.0,
+    bar = tqdm(range(first, config.steps + 1), disable=not config.progress, mininterval=1.0,
                desc=f"{config.model} {config.optimizer} lr={config.lr:g}")
     for step in bar:
         tracked = config.track_every > 0 and step % config.track_every == 0
@@ -263,13 +307,17 @@ def run(config: RunConfig) -> RunResult:
             diverged_at = step
             bar.set_postfix_str(f"diverged at step {step}", refresh=False)
             break
-        v_prev = (read_adam_state(opt).v if tracked and config.optimizer == "adam" and step > 1
+        v_prev = (read_state(opt).v if tracked and config.optimizer == "adam" and step > 1
                   else None)
         for p, g in zip(params.values(), grad):
             p.grad = None if g is None else g.detach().clone()
         opt.step()
+        if intervention is not None:
+            intervention.after_step(opt)
+        if step in keep or (checkpoint_every and step % checkpoint_every == 0):
+            checkpoints[step] = take_checkpoint(step, params, opt)
         if tracked:
-            state = read_adam_state(opt) if config.optimizer == "adam" else None
+            state = read_state(opt) if config.optimizer == "adam" else None
             row.update(tracker.measure(hessian, state, v_prev, step=step))
         rows.append(row)
         if step % 100 == 0:
@@ -277,12 +325,13 @@ def run(config: RunConfig) -> RunResult:
     bar.close()
     metrics = pd.DataFrame(rows)
     spikes, excluded = find_events(metrics, config)
-    checks = tracker.spot_checks(loss_fn, tracker.spot_check_steps([s.start for s in spikes]))
+    checks = (tracker.spot_checks(loss_fn, tracker.spot_check_steps([s.start for s in spikes]))
+              if spot_checks else [])
     if checks:
         errors = pd.Series({c["step"]: c["rel_error"] for c in checks})
         metrics["eig_spot_rel_error"] = metrics["step"].map(errors)
     return RunResult(config, metrics, spikes, diverged_at, model, time.perf_counter() - t0,
-                     checks, excluded)
+                     checks, excluded, checkpoints)
 
 
 def find_events(metrics: pd.DataFrame, config: RunConfig, **overrides) -> tuple[list, list]:

@@ -68,6 +68,9 @@ class Sweep:
     ``f(results: list[RunResult]) -> list[dict]`` giving one dict of JSON scalars per result,
     in order; it is imported where the task runs. ``seeds_per_task`` seeds of one config are
     trained together in one task. ``public=False`` keeps a sweep out of ``all``.
+    ``trains=True``: the evaluate function trains its own runs instead (for runs that need
+    more than one batched training, such as forks from checkpoints):
+    ``f(config, seeds) -> list[dict]``, any number of rows per seed, each holding its ``seed``.
     Lists given for ``configs`` or ``seeds`` are stored as tuples.
     """
 
@@ -78,6 +81,7 @@ class Sweep:
     seeds_per_task: int = 8
     description: str = ""
     public: bool = True
+    trains: bool = False
 
     def __post_init__(self):
         if isinstance(self.configs, RunConfig):
@@ -187,19 +191,22 @@ def config_key(config: RunConfig) -> str:
     return _hash(config_json(config))
 
 
-def task_key(config: RunConfig, seeds, evaluate: str) -> str:
+def task_key(config: RunConfig, seeds, evaluate: str, trains: bool = False) -> str:
     """16 hex digits of the SHA-256 of the JSON of the config (no ``progress``), the seeds, the
-    evaluate function's name and ``utils.__version__``: the name of the task's cache file."""
-    return _hash(json.dumps({"config": _config_dict(config), "seeds": [int(s) for s in seeds],
-                             "evaluate": evaluate, "utils_version": __version__},
-                            sort_keys=True, default=str))
+    evaluate function's name (and ``trains`` when set) and ``utils.__version__``: the name of
+    the task's cache file."""
+    fields = {"config": _config_dict(config), "seeds": [int(s) for s in seeds],
+              "evaluate": evaluate, "utils_version": __version__}
+    if trains:
+        fields["trains"] = True
+    return _hash(json.dumps(fields, sort_keys=True, default=str))
 
 
 def sweep_tasks(sweep: Sweep) -> list[Task]:
     """The tasks of ``sweep``, config by config: its seeds in ⌈len(seeds)/seeds_per_task⌉
     contiguous, balanced chunks (:func:`~utils.parallel.chunk_seeds`)."""
     n_chunks = math.ceil(len(sweep.seeds) / sweep.seeds_per_task)
-    return [Task(i, config, tuple(chunk), task_key(config, chunk, sweep.evaluate))
+    return [Task(i, config, tuple(chunk), task_key(config, chunk, sweep.evaluate, sweep.trains))
             for i, config in enumerate(sweep.configs)
             for chunk in chunk_seeds(list(sweep.seeds), n_chunks)]
 
@@ -224,11 +231,27 @@ def run_task(config: RunConfig, seeds, evaluate: str) -> list[dict]:
     return out
 
 
-def _execute(config: RunConfig, seeds, evaluate: str) -> dict:
+def run_training_task(config: RunConfig, seeds, evaluate: str) -> list[dict]:
+    """A task of a sweep with ``trains=True``: the evaluate function trains ``seeds`` of
+    ``config`` itself; its rows (any number per seed, each with its ``seed``) get
+    ``config_key``."""
+    seeds = [int(s) for s in seeds]
+    rows = resolve_evaluate(evaluate)(dataclasses.replace(config, progress=False), seeds)
+    reserved = set(RUN_COLUMNS + PROVENANCE_COLUMNS) - {"seed"}
+    key = config_key(config)
+    for row in rows:
+        if not isinstance(row, dict) or row.get("seed") not in seeds or reserved & set(row):
+            raise ValueError(f"evaluate {evaluate!r} must return dicts holding one of the seeds "
+                             f"{seeds} and no reserved column, got {row!r}")
+    return [{"seed": row["seed"], "config_key": key,
+             **{k: v for k, v in row.items() if k != "seed"}} for row in rows]
+
+
+def _execute(config: RunConfig, seeds, evaluate: str, trains: bool = False) -> dict:
     """What a task sends back and the cache keeps: its rows, the provenance of the process
     that ran it, and its wall time in seconds."""
     t0 = time.perf_counter()
-    rows = run_task(config, seeds, evaluate)
+    rows = (run_training_task if trains else run_task)(config, seeds, evaluate)
     return {"rows": rows, "provenance": provenance(), "seconds": time.perf_counter() - t0}
 
 
@@ -368,7 +391,7 @@ def run_sweep(sweep, *, workers=None, scheduler=None, cache_dir=None, out=None, 
         if missing and serial:
             for task in missing:
                 try:
-                    record = _execute(task.config, task.seeds, sweep.evaluate)
+                    record = _execute(task.config, task.seeds, sweep.evaluate, sweep.trains)
                 except Exception as err:
                     raise failed(task, err) from err
                 finish(task, record)
@@ -377,7 +400,7 @@ def run_sweep(sweep, *, workers=None, scheduler=None, cache_dir=None, out=None, 
                 from distributed import as_completed
 
                 futures = {client.submit(_execute, t.config, t.seeds, sweep.evaluate,
-                                         pure=False): t for t in missing}
+                                         sweep.trains, pure=False): t for t in missing}
                 for future in as_completed(futures):
                     task = futures[future]
                     try:
@@ -466,6 +489,20 @@ def _register_chapter_sweeps() -> None:
 CHAPTER_SEEDS = 16
 """Seeds of every chapter sweep."""
 _register_chapter_sweeps()
+
+
+def _register_intervention_sweep() -> None:
+    """The forks of the causal chapter (:func:`utils.interventions.fork_rows`): chapters 1, 3
+    and 4's models under seeds 0-7, one seed per task."""
+    from .interventions import INTERVENTION_CHAPTERS, intervention_config
+
+    register(Sweep(
+        name="intervention", configs=tuple(intervention_config(c) for c in INTERVENTION_CHAPTERS),
+        seeds=tuple(range(8)), evaluate="utils.interventions:fork_rows", seeds_per_task=1,
+        trains=True, description="forks before spikes of the MLP, CNN and Transformer, 8 seeds"))
+
+
+_register_intervention_sweep()
 
 
 # ------------------------------------------------------------------------------------- CLI
