@@ -165,8 +165,12 @@ def fork_table():
                       "d_frozen": True, "eps_raised": False, "lr_lowered": True,
                       "random_kick": not (early and seed == 1)}
             for branch in BRANCHES:
+                offset = {"previous_end": -200, "crossing-50": -50, "crossing-10": -10,
+                          "crossing": 0, "start": 30}[lag]
                 rows.append({"architecture": "mlp", "seed": seed, "spike": 0, "lag": lag,
                              "branch": branch, "spiked": spiked[branch],
+                             "crossing": 970, "fork_step": 970 + offset,
+                             "grad_crossing": 990 + seed, "original_start": 1000,
                              "spike_start": 1000 + (100 if branch == "v_floor" else 0)
                              if spiked[branch] else None})
     return pd.DataFrame(rows)
@@ -191,3 +195,17 @@ def test_intervention_verdicts_pass_and_fail():
     assert not {x.name: x for x in intervention_verdicts(kicked)}["random_kick_does_not_prevent"].passed
     broken = table.assign(spiked=table["spiked"] & (table["branch"] != "control"))
     assert not {x.name: x for x in intervention_verdicts(broken)}["control_reproduces_the_spike"].passed
+
+
+def test_prevented_shares_and_lag_offsets():
+    from utils.interventions import lag_offsets, prevented_shares
+
+    table = fork_table()
+    shares = prevented_shares(table)
+    assert "control" not in shares.index
+    assert shares.loc["v_floor", "crossing-10"] == pytest.approx(0.9)
+    assert shares.loc["v_floor", "start"] == 0.0 and shares.loc["eps_raised", "start"] == 1.0
+    offsets = lag_offsets(table)
+    assert offsets["crossing-50"] == -50 and offsets["start"] == 30
+    assert offsets["lambda_grad crossing"] == 24.5   # seeds 0-9: 20..29, median over spikes
+    assert offsets["spike start"] == 30

@@ -436,3 +436,30 @@ def intervention_verdicts(table: pd.DataFrame) -> list:
                 n_floor > 0 and kick < floor,
                 {"share_prevented_by_kick": kick, "share_prevented_by_v_floor": floor}),
     ]
+
+
+def prevented_shares(table: pd.DataFrame) -> pd.DataFrame:
+    """Per branch (rows) and lag (columns): the share of the forks whose control spiked in
+    which the branch did not spike within the horizon."""
+    key = ["architecture", "seed", "spike", "lag"]
+    control = table[table["branch"] == "control"].set_index(key)["spiked"].astype(bool)
+    t = table.set_index(key)
+    t = t[control.reindex(t.index).fillna(False).to_numpy()].reset_index()
+    t["prevented"] = ~t["spiked"].astype(bool)
+    out = t.pivot_table(index="branch", columns="lag", values="prevented", aggfunc="mean",
+                        observed=False)
+    return out.reindex(index=[b for b in BRANCHES if b != "control"],
+                       columns=[l for l in LAGS if l in out.columns])
+
+
+def lag_offsets(table: pd.DataFrame) -> pd.Series:
+    """Median steps from the λ_max(Ĥ) crossing to each lag's fork, to the λ_grad(Ĥ) crossing
+    and to the spike's start, over the forked spikes (negative: before the crossing)."""
+    spikes = table.drop_duplicates(["architecture", "seed", "spike", "lag"])
+    out = {lag: float((g["fork_step"] - g["crossing"]).median())
+           for lag, g in spikes.groupby("lag", sort=False)}
+    once = spikes.drop_duplicates(["architecture", "seed", "spike"])
+    out["lambda_grad crossing"] = float((once["grad_crossing"] - once["crossing"]).median())
+    out["spike start"] = float((once["original_start"] - once["crossing"]).median())
+    order = [l for l in LAGS if l in out] + ["lambda_grad crossing", "spike start"]
+    return pd.Series(out).reindex(order)

@@ -276,3 +276,20 @@ def plot_fork(base, results: dict, fork: int, lr: float,
     bottom.legend(loc="best", fontsize="small")
     fig.tight_layout()
     return fig
+
+
+def plot_spike_rates(rates, ax=None):
+    """Share of forks in which each branch spiked (rows) at each lag (columns), from
+    :func:`utils.interventions.spike_rates`, annotated with the share and the forks."""
+    ax = ax or plt.gca()
+    share = rates["spike_rate"].unstack("lag")
+    forks = rates["forks"].unstack("lag")
+    labels = share.map(lambda x: f"{x:.2f}" if x == x else "") + "\n(" + forks.map(
+        lambda n: f"{int(n)}" if n == n else "") + ")"
+    sns.heatmap(share, vmin=0, vmax=1, cmap="RdYlGn_r", annot=labels.to_numpy(), fmt="",
+                annot_kws={"fontsize": "x-small"}, cbar_kws={"label": "share of forks that spiked"},
+                ax=ax)
+    ax.set_xlabel("fork taken at")
+    ax.set_ylabel("branch")
+    ax.tick_params(axis="x", rotation=15)
+    return ax
