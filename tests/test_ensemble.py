@@ -91,19 +91,12 @@ def test_report_verdicts_enforces_what_the_chapter_states():
 def test_stored_rows_recomputed_match_the_table():
     """Chapter 1's first task (seeds 0-7) run again here gives the stored rows: every verdict
     and count exactly, every number within float tolerance; the provenance names the config."""
+    from conftest import assert_rows_match, skip_unless_same_kernels
     from utils.sweeps import SWEEPS, config_json, load_sweep, run_task, sweep_tasks
-
-    import json
-
-    from utils.sweeps import provenance
 
     sweep = SWEEPS["01_v_decay"]
     stored = load_sweep("01_v_decay")
-    here = provenance()["machine"]["cpu_capability"]
-    there = json.loads(stored["machine"].iloc[0]).get("cpu_capability")
-    if there != here:   # chaotic runs agree bit for bit only on the same kernels
-        pytest.skip(f"the stored rows were computed with torch's {there} kernels, this machine "
-                    f"dispatches to {here}: `make sweep NAME=01_v_decay` here, then rerun")
+    skip_unless_same_kernels(stored, "01_v_decay")
     assert len(stored) == len(sweep.seeds) and set(stored["seed"]) == set(sweep.seeds)
     for col in ("commit", "versions", "machine", "python", "config"):
         assert stored[col].notna().all(), col
@@ -111,10 +104,4 @@ def test_stored_rows_recomputed_match_the_table():
     task = sweep_tasks(sweep)[0]
     rows = pd.DataFrame(run_task(task.config, task.seeds, sweep.evaluate)).set_index("seed")
     old = stored.set_index("seed").loc[list(task.seeds), rows.columns]
-    for col in rows.columns:
-        a, b = rows[col], old[col]
-        if pd.api.types.is_float_dtype(a) or pd.api.types.is_float_dtype(b):
-            np.testing.assert_allclose(a.astype(float), b.astype(float), rtol=1e-6, atol=1e-12,
-                                       err_msg=col)
-        else:
-            assert list(a.astype(object)) == list(b.astype(object)), col
+    assert_rows_match(rows, old)

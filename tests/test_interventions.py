@@ -214,28 +214,15 @@ def test_prevented_shares_and_lag_offsets():
 def test_stored_fork_rows_recomputed_match_the_table():
     """The intervention sweep's task for the MLP under seed 3, run again here, gives its stored
     rows: every branch's outcome exactly, every number within float tolerance."""
-    import json
-
     import pandas as pd
 
-    from utils.sweeps import SWEEPS, load_sweep, provenance, run_training_task, sweep_tasks
+    from conftest import assert_rows_match, skip_unless_same_kernels
+    from utils.sweeps import SWEEPS, load_sweep, run_training_task, sweep_tasks
 
     stored = load_sweep("intervention")
-    here = provenance()["machine"]["cpu_capability"]
-    there = json.loads(stored["machine"].iloc[0]).get("cpu_capability")
-    if there != here:   # chaotic runs agree bit for bit only on the same kernels
-        pytest.skip(f"the stored rows were computed with torch's {there} kernels, this machine "
-                    f"dispatches to {here}: `make sweep NAME=intervention` here, then rerun")
+    skip_unless_same_kernels(stored, "intervention")
     sweep = SWEEPS["intervention"]
     task = next(t for t in sweep_tasks(sweep) if t.config.model == "mlp" and t.seeds == (3,))
     rows = pd.DataFrame(run_training_task(task.config, task.seeds, sweep.evaluate))
     old = stored[(stored["config_index"] == task.config_index) & (stored["seed"] == 3)]
-    old = old[rows.columns].reset_index(drop=True)
-    assert len(rows) == len(old) > 0
-    for col in rows.columns:
-        a, b = rows[col], old[col]
-        if pd.api.types.is_float_dtype(a) or pd.api.types.is_float_dtype(b):
-            np.testing.assert_allclose(a.astype(float), b.astype(float), rtol=1e-6, atol=1e-12,
-                                       err_msg=col)
-        else:
-            assert list(a.astype(object)) == list(b.astype(object)), col
+    assert_rows_match(rows, old[rows.columns])
