@@ -1,0 +1,159 @@
+"""Spike warning signals and how they are scored (the predictors chapter; work in progress).
+
+Every signal is a boolean alarm per recorded step t, computed from what is known at step t
+before the update of step t is applied: the loss and gradient at θ_t, and the history before
+it. Scoring (:func:`score_alarms`) is fixed before any result is shown:
+
+* an alarm is a *hit* when it fires in [start − h, start) of a counted spike, for a horizon h;
+  an alarm at or after a spike's start is never a hit;
+* alarms inside a spike (from its start to its end) are neither hits nor false alarms: every
+  signal fires there, and the question is whether it fired *before*;
+* every other alarm is a *false alarm*; ``false_alarms_per_1000`` counts them per 1,000 steps
+  outside spikes;
+* recall is the share of spikes with at least one hit; precision the share of alarms outside
+  spikes that are hits; the lead of a spike is start − (its first hit), in steps.
+
+Signals here: the baselines (:func:`loss_rose`, :func:`random_alarms`), threshold crossings
+(:func:`above`, :func:`sustained`), and the running z-score rules of large training runs
+(:func:`olmo_skip`, OLMo-core's skip step; :func:`ema_zscore`, ZClip's detector). The rules that
+read Adam's per-coordinate state (SPAM, StableAdamW) and their library-agreement tests are
+still to come.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .validation import check_number
+
+
+def loss_rose(loss) -> np.ndarray:
+    """The baseline "the loss rose over the last step": alarm at t when loss_t > loss_{t-1}
+    (both known before the update of step t). Shape (T,), False at t = 0."""
+    loss = np.asarray(loss, dtype=float)
+    out = np.zeros(len(loss), dtype=bool)
+    out[1:] = loss[1:] > loss[:-1]
+    return out
+
+
+def above(values, threshold: float) -> np.ndarray:
+    """Alarm where ``values`` > ``threshold`` (NaN: no alarm), e.g. λ_grad(Ĥ) > 2/η."""
+    values = np.asarray(values, dtype=float)
+    return np.nan_to_num(values, nan=-np.inf) > threshold
+
+
+def sustained(alarms, w: int) -> np.ndarray:
+    """Alarm at t when ``alarms`` fired at t and at each of the w − 1 entries before it (the
+    paper's "sustained over w measurements" rule; w = 1 is the alarm itself)."""
+    check_number("w", w, low=1, integer=True)
+    a = np.asarray(alarms, dtype=bool)
+    run = np.zeros(len(a), dtype=int)
+    for t, fired in enumerate(a):
+        run[t] = run[t - 1] + 1 if fired and t else int(fired)
+    return run >= w
+
+
+def olmo_skip(x, window: int = 128, threshold: float = 6.0, warmup: int = 64) -> np.ndarray:
+    """OLMo-core's skip-step rule: alarm at t when |x_t − mean| / std > ``threshold``, mean and
+    std over the previous ``window`` values, once at least ``warmup`` values are known. Applied
+    to the loss and to the gradient norm."""
+    check_number("window", window, low=2, integer=True)
+    check_number("warmup", warmup, low=2, integer=True)
+    x = np.asarray(x, dtype=float)
+    out = np.zeros(len(x), dtype=bool)
+    for t in range(len(x)):
+        past = x[max(0, t - window):t]
+        past = past[np.isfinite(past)]
+        if len(past) >= warmup:
+            std = past.std()
+            out[t] = std > 0 and abs(x[t] - past.mean()) / std > threshold
+    return out
+
+
+def ema_zscore(x, alpha: float = 0.97, threshold: float = 2.5, warmup: int = 25) -> np.ndarray:
+    """ZClip's detector on the gradient norm: an exponential moving mean and variance (decay
+    ``alpha``) of the past values, initialised from the first ``warmup`` values; alarm at t
+    when (x_t − mean) / std > ``threshold``. After an alarm the statistics are updated with the
+    value clipped to mean + threshold·std, so one spike does not inflate them."""
+    check_number("alpha", alpha, low=0, high=1, low_open=True, high_open=True)
+    check_number("warmup", warmup, low=2, integer=True)
+    x = np.asarray(x, dtype=float)
+    out = np.zeros(len(x), dtype=bool)
+    if len(x) <= warmup:
+        return out
+    mean, var = float(x[:warmup].mean()), float(x[:warmup].var())
+    for t in range(warmup, len(x)):
+        std = math.sqrt(var)
+        z = (x[t] - mean) / std if std > 0 else 0.0
+        out[t] = z > threshold
+        value = min(x[t], mean + threshold * std) if out[t] else x[t]
+        mean = alpha * mean + (1 - alpha) * value
+        var = alpha * var + (1 - alpha) * (value - mean) ** 2
+    return out
+
+
+def random_alarms(n: int, rate: float, seed: int = 0) -> np.ndarray:
+    """The baseline that fires at random: each step independently with probability ``rate``."""
+    check_number("rate", rate, low=0, high=1)
+    return np.random.default_rng(seed).random(n) < rate
+
+
+@dataclass(frozen=True)
+class Score:
+    """A signal scored against the spikes of one run at one horizon (see the module docstring)."""
+
+    horizon: int
+    spikes: int
+    alarms: int
+    hits: int
+    false_alarms: int
+    calm_steps: int
+    leads: tuple
+
+    @property
+    def recall(self) -> float:
+        return len(self.leads) / self.spikes if self.spikes else math.nan
+
+    @property
+    def precision(self) -> float:
+        return self.hits / self.alarms if self.alarms else math.nan
+
+    @property
+    def f1(self) -> float:
+        p, r = self.precision, self.recall
+        return 2 * p * r / (p + r) if p + r > 0 else math.nan
+
+    @property
+    def false_alarms_per_1000(self) -> float:
+        return 1000 * self.false_alarms / self.calm_steps if self.calm_steps else math.nan
+
+    @property
+    def median_lead(self) -> float:
+        return float(np.median(self.leads)) if self.leads else math.nan
+
+
+def score_alarms(steps, alarms, spikes, horizon: int) -> Score:
+    """Score a boolean alarm per recorded step (``steps``, ``alarms``: shape (T,)) against the
+    counted ``spikes`` of the run at ``horizon`` h (module docstring)."""
+    check_number("horizon", horizon, low=1, integer=True)
+    steps = np.asarray(steps)
+    alarms = np.asarray(alarms, dtype=bool)
+    if steps.shape != alarms.shape:
+        raise ValueError(f"alarms must have the shape of steps {steps.shape}, got {alarms.shape}")
+    inside = np.zeros(len(steps), dtype=bool)
+    hit = np.zeros(len(steps), dtype=bool)
+    leads = []
+    for s in spikes:
+        end = s.end if s.end is not None else steps.max()
+        inside |= (steps >= s.start) & (steps <= end)
+        window = (steps >= s.start - horizon) & (steps < s.start)
+        fired = steps[window & alarms]
+        hit |= window & alarms
+        if len(fired):
+            leads.append(int(s.start - fired.min()))
+    outside = ~inside
+    counted = alarms & outside
+    return Score(int(horizon), len(spikes), int(counted.sum()), int((hit & outside).sum()),
+                 int((counted & ~hit).sum()), int(outside.sum()), tuple(leads))
