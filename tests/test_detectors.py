@@ -58,3 +58,24 @@ def test_running_zscore_rules_fire_on_an_outlier_only_after_warmup():
         assert alarms[300] and not alarms[10]
         assert alarms.sum() <= 3
     assert not olmo_skip(x, warmup=400).any()
+
+
+def test_ema_zscore_fires_exactly_where_zclip_clips():
+    """zclip.ZClip (defaults, no max norm) on a parameter whose gradient norm follows a noisy
+    sequence with outliers: it clips at exactly the steps where our rule alarms."""
+    import torch
+    from zclip import ZClip
+
+    rng = np.random.default_rng(3)
+    norms = np.abs(1 + 0.1 * rng.standard_normal(300))
+    norms[[30, 80, 81, 150, 220]] *= [3.0, 5.0, 4.0, 1.6, 10.0]
+    model = torch.nn.Linear(4, 1, bias=False).double()
+    direction = torch.tensor([[0.5, -0.5, 0.5, 0.5]], dtype=torch.float64)   # unit norm
+    zclip, clipped = ZClip(max_grad_norm=None), []
+    for n in norms:
+        model.weight.grad = direction * float(n)
+        zclip.step(model)
+        clipped.append(float(model.weight.grad.norm()) < n * (1 - 1e-12))
+    ours = ema_zscore(norms)
+    assert ours.sum() >= 4
+    assert list(ours) == clipped

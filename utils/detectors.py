@@ -15,9 +15,9 @@ it. Scoring (:func:`score_alarms`) is fixed before any result is shown:
 
 Signals here: the baselines (:func:`loss_rose`, :func:`random_alarms`), threshold crossings
 (:func:`above`, :func:`sustained`), and the running z-score rules of large training runs
-(:func:`olmo_skip`, OLMo-core's skip step; :func:`ema_zscore`, ZClip's detector). The rules that
-read Adam's per-coordinate state (SPAM, StableAdamW) and their library-agreement tests are
-still to come.
+(:func:`olmo_skip`, OLMo-core's skip step; :func:`ema_zscore`, ZClip's detector, tested against
+the ``zclip`` package). The rules that read Adam's per-coordinate state (SPAM, StableAdamW) and
+their library-agreement tests are still to come.
 """
 from __future__ import annotations
 
@@ -72,23 +72,28 @@ def olmo_skip(x, window: int = 128, threshold: float = 6.0, warmup: int = 64) ->
     return out
 
 
-def ema_zscore(x, alpha: float = 0.97, threshold: float = 2.5, warmup: int = 25) -> np.ndarray:
-    """ZClip's detector on the gradient norm: an exponential moving mean and variance (decay
-    ``alpha``) of the past values, initialised from the first ``warmup`` values; alarm at t
-    when (x_t − mean) / std > ``threshold``. After an alarm the statistics are updated with the
-    value clipped to mean + threshold·std, so one spike does not inflate them."""
+def ema_zscore(x, alpha: float = 0.97, threshold: float = 2.5, warmup: int = 25,
+               eps: float = 1e-6) -> np.ndarray:
+    """ZClip's detector on the gradient norm (``zclip`` 1.0.0, its default z-score mode with
+    adaptive scaling; :class:`zclip.ZClip`): the first ``warmup`` values initialise a mean and a
+    (population) variance; from then on, z = (x_t − mean) / (std + ``eps``) and the alarm fires
+    when z > ``threshold``. The statistics are then updated as exponential moving averages
+    (decay ``alpha``, the variance about the updated mean) with x_t, or, after an alarm, with
+    ZClip's clip value mean + threshold·std / (z / threshold). tests/test_detectors.py checks
+    that this fires exactly where ``zclip.ZClip`` clips."""
     check_number("alpha", alpha, low=0, high=1, low_open=True, high_open=True)
-    check_number("warmup", warmup, low=2, integer=True)
+    check_number("warmup", warmup, low=1, integer=True)
     x = np.asarray(x, dtype=float)
     out = np.zeros(len(x), dtype=bool)
     if len(x) <= warmup:
         return out
-    mean, var = float(x[:warmup].mean()), float(x[:warmup].var())
+    mean = sum(x[:warmup].tolist()) / warmup
+    var = sum((v - mean) ** 2 for v in x[:warmup].tolist()) / warmup
     for t in range(warmup, len(x)):
-        std = math.sqrt(var)
-        z = (x[t] - mean) / std if std > 0 else 0.0
+        std = var ** 0.5
+        z = (x[t] - mean) / (std + eps)
         out[t] = z > threshold
-        value = min(x[t], mean + threshold * std) if out[t] else x[t]
+        value = mean + threshold * std / (z / threshold) if out[t] else x[t]
         mean = alpha * mean + (1 - alpha) * value
         var = alpha * var + (1 - alpha) * (value - mean) ** 2
     return out
