@@ -79,3 +79,62 @@ def test_ema_zscore_fires_exactly_where_zclip_clips():
     ours = ema_zscore(norms)
     assert ours.sum() >= 4
     assert list(ours) == clipped
+
+
+def gradient_sequence(n=120, seed=5):
+    """Gradients of one 6-entry parameter: small noise, with a few large spikes."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    grads = [1e-3 * torch.randn(6, generator=gen, dtype=torch.float64) for _ in range(n)]
+    for t, k in ((40, 0), (41, 3), (75, 5), (100, 2)):
+        grads[t][k] = 5.0
+    return grads
+
+
+def test_spam_rule_fires_exactly_where_pytorch_optimizer_spam_clips():
+    """pytorch_optimizer.SPAM clips the coordinates with g² > θ·v in place (after its
+    grad_accu_steps); our rule, given SPAM's own v before the step, fires at those steps."""
+    import torch
+    from pytorch_optimizer import SPAM
+
+    from utils.detectors import spam_spike
+
+    p = torch.nn.Parameter(torch.zeros(6, dtype=torch.float64))
+    opt = SPAM([p], lr=1e-3, foreach=False)
+    ours, clipped = [], []
+    for t, g in enumerate(gradient_sequence()):
+        state = opt.state[p]
+        v_prev = state["exp_avg_sq"].clone() if "exp_avg_sq" in state else torch.zeros(6, dtype=torch.float64)
+        p.grad = g.clone()
+        opt.step()
+        if t + 1 >= opt.grad_accu_steps:       # SPAM clips only from then on
+            ours.append(spam_spike(g, v_prev, opt.threshold))
+            clipped.append(not torch.equal(p.grad, g))
+    assert sum(clipped) >= 3 and ours == clipped
+
+
+def test_stableadamw_rule_fires_exactly_where_optimi_reduces_the_step():
+    """optimi.StableAdamW divides the step by RMS(g²/max(v, ε²)) where it exceeds 1; given its
+    own v after the step, our term reproduces the step's reduction."""
+    import torch
+    from optimi import StableAdamW
+
+    from utils.detectors import stableadamw_rms
+
+    p = torch.nn.Parameter(torch.zeros(6, dtype=torch.float64))
+    lr, eps = 1e-2, 1e-6
+    opt = StableAdamW([p], lr=lr, eps=eps, weight_decay=0.0)
+    fired, reduced = [], []
+    for g in gradient_sequence():
+        before = p.detach().clone()
+        p.grad = g.clone()
+        opt.step()
+        state = opt.state[p]
+        full = -lr * state["exp_avg"] / (state["exp_avg_sq"].sqrt() + eps)   # an unreduced step
+        ratio = float((p.detach() - before).norm() / full.norm())
+        rms = stableadamw_rms(g, state["exp_avg_sq"], eps)
+        assert ratio == pytest.approx(1 / max(1.0, rms), rel=1e-9)
+        fired.append(rms > 1)
+        reduced.append(ratio < 1 - 1e-12)
+    assert sum(reduced) >= 3 and fired == reduced

@@ -16,8 +16,9 @@ it. Scoring (:func:`score_alarms`) is fixed before any result is shown:
 Signals here: the baselines (:func:`loss_rose`, :func:`random_alarms`), threshold crossings
 (:func:`above`, :func:`sustained`), and the running z-score rules of large training runs
 (:func:`olmo_skip`, OLMo-core's skip step; :func:`ema_zscore`, ZClip's detector, tested against
-the ``zclip`` package). The rules that read Adam's per-coordinate state (SPAM, StableAdamW) and
-their library-agreement tests are still to come.
+the ``zclip`` package), and the rules that read Adam's per-coordinate state
+(:func:`spam_spike`, :func:`stableadamw_rms`, tested against ``pytorch_optimizer.SPAM`` and
+``optimi.StableAdamW``); their per-step values in a training run are still to be recorded.
 """
 from __future__ import annotations
 
@@ -97,6 +98,28 @@ def ema_zscore(x, alpha: float = 0.97, threshold: float = 2.5, warmup: int = 25,
         mean = alpha * mean + (1 - alpha) * value
         var = alpha * var + (1 - alpha) * (value - mean) ** 2
     return out
+
+
+def spam_spike(grads, v_prev, threshold: float = 5000.0) -> bool:
+    """SPAM's spike rule (Huang et al. 2025; ``pytorch_optimizer.SPAM``): some coordinate has
+    g² > threshold · v, with v Adam's second moment *before* this step's update (lists of
+    tensors, one per parameter tensor, or single tensors)."""
+    grads, v_prev = _as_list(grads), _as_list(v_prev)
+    return any(bool((g.pow(2) > threshold * v).any()) for g, v in zip(grads, v_prev))
+
+
+def stableadamw_rms(grads, v, eps: float = 1e-6) -> float:
+    """StableAdamW's stabilisation term (Wortsman et al. 2023; ``optimi.StableAdamW``): the
+    largest over parameter tensors of RMS(g² / max(v, ε²)), with v the second moment *after*
+    this step's update. StableAdamW divides that tensor's step size by it where it exceeds 1,
+    which is the alarm."""
+    grads, v = _as_list(grads), _as_list(v)
+    return max(float(g.pow(2).div(vv.maximum(vv.new_tensor(eps * eps))).mean().sqrt())
+               for g, vv in zip(grads, v))
+
+
+def _as_list(x) -> list:
+    return list(x) if isinstance(x, (list, tuple)) else [x]
 
 
 def random_alarms(n: int, rate: float, seed: int = 0) -> np.ndarray:
