@@ -138,3 +138,31 @@ def test_stableadamw_rule_fires_exactly_where_optimi_reduces_the_step():
         fired.append(rms > 1)
         reduced.append(ratio < 1 - 1e-12)
     assert sum(reduced) >= 3 and fired == reduced
+
+
+def test_secant_curvature_is_lambda_grad_on_a_quadratic():
+    """On L = ½ θᵀAθ (g = Aθ), after a preconditioned gradient step Δθ = −η D g, the secant
+    estimate equals form (B) of λ_grad(Ĥ), c (Dg)ᵀA(Dg)/(gᵀDg), computed with A itself; along
+    any other update it is the Rayleigh quotient of c D^{1/2} A D^{1/2} along D^{-1/2} Δθ."""
+    import torch
+
+    from utils.curvature import curvatures_along_gradient
+    from utils.detectors import secant_curvature
+
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(8, 8, generator=gen, dtype=torch.float64)
+    a = q @ q.T + torch.eye(8, dtype=torch.float64)
+    theta = torch.randn(8, generator=gen, dtype=torch.float64)
+    d = torch.rand(8, generator=gen, dtype=torch.float64) + 0.1
+    c, lr = 0.05, 0.01
+    g = a @ theta
+    step = -lr * d * g
+    estimate = secant_curvature(a @ (theta + step) - g, step, d, c)
+    dg = d * g
+    assert estimate == pytest.approx(c * float(dg @ a @ dg) / float(g @ (d * g)), rel=1e-12)
+    ref = curvatures_along_gradient(g, dg, a @ g, a @ dg, c)
+    assert estimate == pytest.approx(ref["lambda_grad_pre"], rel=1e-12)
+    other = torch.randn(8, generator=gen, dtype=torch.float64)
+    u = other / d.sqrt()
+    rayleigh = c * float(u @ (d.sqrt()[:, None] * a * d.sqrt()[None, :]) @ u) / float(u @ u)
+    assert secant_curvature(a @ other, other, d, c) == pytest.approx(rayleigh, rel=1e-12)

@@ -19,6 +19,7 @@ Signals here: the baselines (:func:`loss_rose`, :func:`random_alarms`), threshol
 the ``zclip`` package), and the rules that read Adam's per-coordinate state
 (:func:`spam_spike`, :func:`stableadamw_rms`, tested against ``pytorch_optimizer.SPAM`` and
 ``optimi.StableAdamW``); their per-step values in a training run are still to be recorded.
+:func:`secant_curvature` estimates λ_grad(Ĥ) from two consecutive gradients, for free.
 """
 from __future__ import annotations
 
@@ -116,6 +117,21 @@ def stableadamw_rms(grads, v, eps: float = 1e-6) -> float:
     grads, v = _as_list(grads), _as_list(v)
     return max(float(g.pow(2).div(vv.maximum(vv.new_tensor(eps * eps))).mean().sqrt())
                for g, vv in zip(grads, v))
+
+
+def secant_curvature(dg, dtheta, d, c: float) -> float:
+    """A free estimate of λ_grad(Ĥ) from the last update, with no Hessian-vector product:
+
+        c · (g_t − g_{t−1})ᵀ Δθ / (Δθᵀ D⁻¹ Δθ),    Δθ = θ_t − θ_{t−1},
+
+    the Rayleigh quotient of c D^{1/2} H D^{1/2} along D^{-1/2} Δθ with (g_t − g_{t−1}) standing
+    for H Δθ (exact on a quadratic with a fixed batch). When the update is a preconditioned
+    gradient step, Δθ ∝ D g, this is form (B) of λ_grad(Ĥ), c (Dg)ᵀH(Dg)/(gᵀDg); with momentum,
+    it is the curvature along the direction actually taken. ``dg``, ``dtheta``, ``d``: flat
+    tensors (n,), D the preconditioner of the last update; ``c`` = c_t."""
+    dtheta = dtheta.reshape(-1)
+    denom = float((dtheta * dtheta / d.reshape(-1)).sum())
+    return c * float((dg.reshape(-1) * dtheta).sum()) / denom if denom > 0 else math.nan
 
 
 def _as_list(x) -> list:
