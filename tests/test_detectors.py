@@ -166,3 +166,26 @@ def test_secant_curvature_is_lambda_grad_on_a_quadratic():
     u = other / d.sqrt()
     rayleigh = c * float(u @ (d.sqrt()[:, None] * a * d.sqrt()[None, :]) @ u) / float(u @ u)
     assert secant_curvature(a @ other, other, d, c) == pytest.approx(rayleigh, rel=1e-12)
+
+
+@pytest.mark.parametrize("scale", [0.05, 1.0, 30.0])
+def test_critical_step_finds_the_closed_form_on_a_quadratic(scale):
+    """Along u from θ on L = ½ θᵀAθ the loss rises exactly for s > −2 gᵀu / (uᵀAu); the line
+    search brackets it in ≤ 10 forward passes, from above (never reporting a smaller step), and
+    its alarm (step ≤ η) is the exact one."""
+    import torch
+
+    from utils.detectors import critical_step
+
+    gen = torch.Generator().manual_seed(1)
+    q = torch.randn(6, 6, generator=gen, dtype=torch.float64)
+    a = scale * (q @ q.T + torch.eye(6, dtype=torch.float64))
+    theta = torch.randn(6, generator=gen, dtype=torch.float64)
+    g = a @ theta
+    u = -g * (torch.rand(6, generator=gen, dtype=torch.float64) + 0.5)   # a descent direction
+    exact = float(-2 * (g @ u) / (u @ a @ u))
+    loss = lambda s: float(0.5 * (theta + s * u) @ a @ (theta + s * u))
+    found, evals = critical_step(loss, lr=0.1, max_evals=10)
+    assert evals <= 10 and exact <= found <= 2 * exact
+    assert (found <= 0.1) == (exact <= 0.1)
+    assert critical_step(lambda s: -s, lr=0.1, max_evals=5) == (math.inf, 5)  # never rises

@@ -19,7 +19,8 @@ Signals here: the baselines (:func:`loss_rose`, :func:`random_alarms`), threshol
 the ``zclip`` package), and the rules that read Adam's per-coordinate state
 (:func:`spam_spike`, :func:`stableadamw_rms`, tested against ``pytorch_optimizer.SPAM`` and
 ``optimi.StableAdamW``); their per-step values in a training run are still to be recorded.
-:func:`secant_curvature` estimates λ_grad(Ĥ) from two consecutive gradients, for free.
+:func:`secant_curvature` estimates λ_grad(Ĥ) from two consecutive gradients, for free;
+:func:`critical_step` finds, in a few forward passes, the step size at which the loss would rise.
 """
 from __future__ import annotations
 
@@ -132,6 +133,39 @@ def secant_curvature(dg, dtheta, d, c: float) -> float:
     dtheta = dtheta.reshape(-1)
     denom = float((dtheta * dtheta / d.reshape(-1)).sum())
     return c * float((dg.reshape(-1) * dtheta).sum()) / denom if denom > 0 else math.nan
+
+
+def critical_step(loss_along, lr: float, max_evals: int = 10) -> tuple[float, int]:
+    """Critical sharpness's line search (Kalra et al., 2026): the smallest step size s along
+    the update direction at which the loss rises above its value at s = 0, to compare with η.
+
+    ``loss_along(s)`` is the loss at θ + s·u (u the update direction, one forward pass each);
+    the search starts at s = ``lr``, halves or doubles until the rise is bracketed, then bisects,
+    all within ``max_evals`` forward passes besides s = 0. Returns (s, passes used), s being the
+    smallest step seen that raised the loss (inf if none did): an alarm when s ≤ η.
+    """
+    check_number("lr", lr, low=0, low_open=True)
+    check_number("max_evals", max_evals, low=2, integer=True)
+    f0, evals = loss_along(0.0), 0
+    lo, hi, s = 0.0, math.inf, lr
+    while evals < max_evals and (hi == math.inf or lo == 0.0) and s > 0:
+        evals += 1
+        if loss_along(s) > f0:
+            hi, s = s, s / 2
+            if lo > 0:
+                break
+        else:
+            lo, s = s, s * 2
+            if hi < math.inf:
+                break
+    while evals < max_evals and hi < math.inf:
+        mid = (lo + hi) / 2
+        evals += 1
+        if loss_along(mid) > f0:
+            hi = mid
+        else:
+            lo = mid
+    return hi, evals
 
 
 def _as_list(x) -> list:
