@@ -15,6 +15,12 @@ from dataclasses import dataclass
 import torch
 
 
+def momentum_factor(beta1: float, step: int) -> float:
+    """c_t = (1-β1) / ((1+β1)(1-β1^t)), the factor that folds momentum into Ĥ_t = c_t D_t H_t
+    (t ≥ 1)."""
+    return (1.0 - beta1) / ((1.0 + beta1) * (1.0 - beta1 ** step))
+
+
 @dataclass(frozen=True)
 class AdamState:
     """A snapshot of Adam's state after ``step`` updates.
@@ -59,7 +65,7 @@ class AdamState:
     @property
     def c(self) -> float:
         """c_t = (1-β1) / ((1+β1)(1-β1^t)): momentum folded into Ĥ_t = c_t D_t H_t."""
-        return (1.0 - self.beta1) / ((1.0 + self.beta1) * self.bias_correction1)
+        return momentum_factor(self.beta1, self.step)
 
     @property
     def update(self) -> torch.Tensor:

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .adam_state import AdamState, read_adam_state
+from .adam_state import momentum_factor, read_adam_state
 from .runs import Checkpoint, RunConfig, RunResult, find_events, run
 from .validation import check_number
 
@@ -78,7 +78,7 @@ class FrozenState:
 
     @property
     def c(self) -> float:
-        return (1 - self.beta1) / ((1 + self.beta1) * (1 - self.beta1 ** self.step))
+        return momentum_factor(self.beta1, self.step)
 
 
 class Intervention:
@@ -287,7 +287,7 @@ def run_branches(base: RunResult, fork: int, until: int, seed: int = 0,
     before = before[before["step"] <= max(horizon, fork + 1)]
     lam_h = float(before["lambda_max_H"].max())
     lam_pre = float(before["lambda_max_pre"].max())
-    c = read_state_c(start, base.config)
+    c = momentum_factor(base.config.beta1, max(start.step, 1))
     eps = MARGIN * c * lam_h * base.config.lr / 2
     lr = base.config.lr / max(1.0, MARGIN * lam_pre * base.config.lr / 2)
     kick = max((float((control.trajectory[s] - floored.trajectory[s]).norm())
@@ -301,12 +301,6 @@ def run_branches(base: RunResult, fork: int, until: int, seed: int = 0,
     rows = [{"branch": name, **branch_row(base, fork, results[name], changes[name])}
             for name in BRANCHES]
     return (rows, results) if keep else rows
-
-
-def read_state_c(checkpoint: Checkpoint, config: RunConfig) -> float:
-    """c_t = (1-β1)/((1+β1)(1-β1^t)) at the checkpoint's step."""
-    t = max(checkpoint.step, 1)
-    return (1 - config.beta1) / ((1 + config.beta1) * (1 - config.beta1 ** t))
 
 
 INTERVENTION_CHAPTERS = ("01_v_decay", "03_gradient_alignment", "04_spike_onset")
