@@ -18,9 +18,11 @@ Signals here: the baselines (:func:`loss_rose`, :func:`random_alarms`), threshol
 (:func:`olmo_skip`, OLMo-core's skip step; :func:`ema_zscore`, ZClip's detector, tested against
 the ``zclip`` package), and the rules that read Adam's per-coordinate state
 (:func:`spam_spike`, :func:`stableadamw_rms`, tested against ``pytorch_optimizer.SPAM`` and
-``optimi.StableAdamW``); their per-step values in a training run are still to be recorded.
-:func:`secant_curvature` estimates λ_grad(Ĥ) from two consecutive gradients, for free;
-:func:`critical_step` finds, in a few forward passes, the step size at which the loss would rise.
+``optimi.StableAdamW``). :func:`secant_curvature` estimates λ_grad(Ĥ) from two consecutive
+gradients, for free; :func:`critical_step` finds, in a few forward passes, the step size at
+which the loss would rise. :data:`SIGNALS` names every signal the predictors chapter scores,
+with its thresholds and source; :func:`signal_alarms` turns a run's metrics into its alarms
+(the per-step values come from :class:`utils.signals.SignalRecorder` and the tracker).
 """
 from __future__ import annotations
 
@@ -32,12 +34,14 @@ import numpy as np
 from .validation import check_number
 
 
-def loss_rose(loss) -> np.ndarray:
-    """The baseline "the loss rose over the last step": alarm at t when loss_t > loss_{t-1}
-    (both known before the update of step t). Shape (T,), False at t = 0."""
+def loss_rose(loss, rise: float = 0.0) -> np.ndarray:
+    """The baseline "the loss rose over the last step": alarm at t when
+    loss_t > (1 + ``rise``) · loss_{t-1} (both known before the update of step t).
+    Shape (T,), False at t = 0."""
+    check_number("rise", rise, low=0)
     loss = np.asarray(loss, dtype=float)
     out = np.zeros(len(loss), dtype=bool)
-    out[1:] = loss[1:] > loss[:-1]
+    out[1:] = loss[1:] > (1 + rise) * loss[:-1]
     return out
 
 
@@ -235,3 +239,110 @@ def score_alarms(steps, alarms, spikes, horizon: int) -> Score:
     counted = alarms & outside
     return Score(int(horizon), len(spikes), int(counted.sum()), int((hit & outside).sum()),
                  int((counted & ~hit).sum()), int(outside.sum()), tuple(leads))
+
+
+# ------------------------------------------------------------------------- the catalogue
+
+@dataclass(frozen=True)
+class Signal:
+    """One warning signal as the predictors chapter scores it.
+
+    ``column``: the metrics column it reads. ``thresholds``: the values swept for the
+    precision-recall curve, ``default`` among them (the rule as its source states it).
+    ``tracked``: measured on tracked steps only (the curvature quantities), else every step.
+    ``meaning``: the alarm in words, with ``thr`` for the threshold; ``source``: where the rule
+    comes from.
+    """
+
+    name: str
+    column: str
+    thresholds: tuple
+    default: float
+    tracked: bool
+    meaning: str
+    source: str
+
+
+_RATIO = (0.5, 0.75, 1.0, 1.5, 2.0)
+SIGNALS = {s.name: s for s in (
+    Signal("lambda_grad", "lambda_grad_pre", _RATIO, 1.0, True,
+           "λ_grad(Ĥ) > thr · 2/η", "Bai et al. 2026 (the paper's predictor)"),
+    Signal("lambda_grad_w3", "lambda_grad_pre", _RATIO, 1.0, True,
+           "λ_grad(Ĥ) > thr · 2/η on 3 tracked steps in a row",
+           "Bai et al. 2026 (sustained, their rule for mini-batches)"),
+    Signal("lambda_grad_w10", "lambda_grad_pre", _RATIO, 1.0, True,
+           "λ_grad(Ĥ) > thr · 2/η on 10 tracked steps in a row", "Bai et al. 2026 (sustained)"),
+    Signal("lambda_max", "lambda_max_pre", _RATIO, 1.0, True,
+           "λ_max(Ĥ) > thr · 2/η", "Bai et al. 2026; Cohen et al. 2022"),
+    Signal("lambda_max_w3", "lambda_max_pre", _RATIO, 1.0, True,
+           "λ_max(Ĥ) > thr · 2/η on 3 tracked steps in a row", "Bai et al. 2026 (sustained)"),
+    Signal("lambda_max_w10", "lambda_max_pre", _RATIO, 1.0, True,
+           "λ_max(Ĥ) > thr · 2/η on 10 tracked steps in a row", "Bai et al. 2026 (sustained)"),
+    Signal("alignment", "cos_grad_top", (0.1, 0.3, 0.5, 0.7, 0.9), 0.5, True,
+           "|cos(g, u_top)| > thr while λ_max(Ĥ) > 2/η", "Bai et al. 2026 (alignment)"),
+    Signal("secant", "secant", _RATIO, 1.0, False,
+           "secant curvature along the last update > thr · 2/η", "this book (secant_curvature)"),
+    Signal("critical_step", "critical_step", (0.25, 0.5, 1.0, 2.0, 4.0), 1.0, False,
+           "the loss rises along the update at a step ≤ thr · η",
+           "Kalra et al. 2026 (critical sharpness)"),
+    Signal("spam", "spam_ratio", (50.0, 500.0, 5000.0, 50000.0, 500000.0), 5000.0, False,
+           "some coordinate has g² > thr · v", "Huang et al. 2025 (SPAM; pytorch-optimizer)"),
+    Signal("stableadamw", "stableadamw_rms", (1.0, 1.5, 2.0, 4.0, 8.0), 1.0, False,
+           "some tensor has RMS(g² / max(v̂, ε²)) > thr",
+           "Wortsman et al. 2023 (StableAdamW; torch-optimi)"),
+    Signal("zclip", "grad_norm", (1.5, 2.0, 2.5, 3.0, 4.0), 2.5, False,
+           "EMA z-score of the gradient norm > thr", "Kumar et al. 2025 (ZClip; zclip)"),
+    Signal("olmo_loss", "batch_loss", (2.0, 3.0, 4.0, 6.0, 8.0), 6.0, False,
+           "|loss − mean| / std > thr over the last 128 training losses",
+           "OLMo-core (skip step)"),
+    Signal("olmo_grad_norm", "grad_norm", (2.0, 3.0, 4.0, 6.0, 8.0), 6.0, False,
+           "|‖g‖ − mean| / std > thr over the last 128 gradient norms", "OLMo-core (skip step)"),
+    Signal("loss_rose", "loss", (0.0, 0.01, 0.05, 0.2, 1.0), 0.0, False,
+           "loss_t > (1 + thr) · loss_{t−1}", "baseline"),
+    Signal("random", "loss", (0.001, 0.003, 0.01, 0.03, 0.1), 0.01, False,
+           "fires at random with probability thr per step", "baseline"),
+)}
+"""Every signal the predictors chapter scores, by name (in the order of its tables)."""
+
+
+def signal_alarms(name: str, metrics, lr: float, threshold: float, seed: int = 0) -> np.ndarray:
+    """The alarms of signal ``name`` (:data:`SIGNALS`) at ``threshold`` on a run's ``metrics``
+    (a DataFrame with one row per step), as booleans of shape (rows,). A tracked signal fires
+    only on tracked rows (where its column is measured); "sustained" counts tracked rows.
+    ``lr`` is η (the curvature thresholds are multiples of 2/η); ``seed`` seeds ``random``."""
+    if name not in SIGNALS:
+        raise ValueError(f"signal must be one of {list(SIGNALS)}, got {name!r}")
+    sig = SIGNALS[name]
+    column = sig.column
+    if column == "batch_loss" and column not in metrics:
+        column = "loss"  # full batch: the training loss is the loss
+    n = len(metrics)
+    if name == "random":
+        return random_alarms(n, threshold, seed)
+    if column not in metrics:
+        return np.zeros(n, dtype=bool)
+    x = metrics[column].to_numpy(dtype=float)
+    if sig.tracked:
+        measured = np.isfinite(x)
+        scale = 1.0 if name == "alignment" else lr / 2
+        fired = above(x[measured] * scale, threshold)
+        if name == "alignment":
+            lam = metrics["lambda_max_pre"].to_numpy(dtype=float)[measured]
+            fired &= above(lam * lr / 2, 1.0)
+        w = int(name.rpartition("_w")[2]) if "_w" in name else 1
+        out = np.zeros(n, dtype=bool)
+        out[measured] = sustained(fired, w)
+        return out
+    if name == "secant":
+        return above(x * lr / 2, threshold)
+    if name == "critical_step":
+        return np.nan_to_num(x, nan=np.inf) <= threshold
+    if name in ("spam", "stableadamw"):
+        return above(x, threshold)
+    if name == "zclip":
+        return ema_zscore(x, threshold=threshold)
+    if name.startswith("olmo_"):
+        return olmo_skip(x, threshold=threshold)
+    if name == "loss_rose":
+        return loss_rose(x, threshold)
+    raise AssertionError(name)  # every signal of SIGNALS is handled above

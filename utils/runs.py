@@ -7,7 +7,10 @@
 
 The loss is the mean squared error over samples and outputs (:func:`utils.losses.mse`)
 for every data set; the quadratic model's output is its loss. Training is full batch, and the
-curvature is measured on that same full batch.
+curvature is measured on that same full batch, unless ``batch_size`` is set: then each update
+uses a mini-batch drawn for its step, while the ``loss`` column, the spikes and every curvature
+quantity are measured on the full data set, the fixed evaluation batch (``batch_loss`` holds
+the mini-batch's loss; ``grad_norm`` is the mini-batch gradient's norm, the one Adam used).
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import copy
 import json
 import math
 import platform
+import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -47,7 +51,8 @@ class RunConfig:
     (:mod:`utils.spikes`); ``spike_floor`` is relative to the first loss, and None means the
     float floor of ``dtype`` (:func:`utils.spikes.float_floor`).
     ``device`` is where the model, the data and every curvature computation live ("cpu",
-    "cuda", "cuda:1", ...).
+    "cuda", "cuda:1", ...). ``batch_size`` = B > 0 trains on B samples per step, drawn without
+    replacement under (seed, step) (:func:`minibatch`); 0 is full batch.
     """
 
     model: str = "mlp"
@@ -72,6 +77,7 @@ class RunConfig:
     spike_floor: float | None = None
     threads: int = 1
     device: str = "cpu"
+    batch_size: int = 0
     progress: bool = True
 
     def validate(self) -> "RunConfig":
@@ -96,6 +102,9 @@ class RunConfig:
             check_number("spike_floor", self.spike_floor, low=0, high=1, high_open=True)
         check_number("threads", self.threads, low=1, integer=True)
         check_device(self.device)
+        check_number("batch_size", self.batch_size, low=0, integer=True)
+        if self.batch_size and self.model == "quadratic":
+            raise ValueError("batch_size: the quadratic model has no data to batch; use 0")
         return self
 
 
@@ -131,6 +140,9 @@ class RunResult:
     """Loss events that do not count as spikes (at the float floor, or a rise below the factor)."""
     checkpoints: dict = field(default_factory=dict)
     """step -> :class:`Checkpoint`, for the steps asked of :func:`run` (0: before training)."""
+    timings: dict = field(default_factory=dict)
+    """Median wall time of a step in seconds, untracked (``plain_step_s``) and tracked
+    (``tracked_step_s``, the measurements included), without the ``signals`` recorder's time."""
 
     @property
     def threshold(self) -> float:
@@ -239,6 +251,16 @@ def build_problem(config: RunConfig):
     return model, loss_of_params(model, mse, data.inputs, data.targets)
 
 
+def minibatch(config: RunConfig, model, data, step: int):
+    """The loss of ``model``'s θ on step ``step``'s mini-batch (a ``loss_of_params`` function):
+    ``config.batch_size`` samples of ``data``
+    drawn without replacement by a generator seeded with (seed, step), so that a resumed run
+    draws the same batches."""
+    gen = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+    idx = torch.randperm(len(data), generator=gen)[:config.batch_size].to(config.device)
+    return loss_of_params(model, mse, data.inputs[idx], data.targets[idx])
+
+
 def parameter_count(config: RunConfig) -> int:
     """n, the number of trained parameters of ``config``'s model (built, not trained)."""
     model, _ = build_problem(config)
@@ -246,7 +268,8 @@ def parameter_count(config: RunConfig) -> int:
 
 
 def run(config: RunConfig, *, resume: Checkpoint | None = None, checkpoint_steps=(),
-        checkpoint_every: int = 0, intervention=None, spot_checks: bool = True) -> RunResult:
+        checkpoint_every: int = 0, intervention=None, spot_checks: bool = True,
+        signals=None) -> RunResult:
     """Train one model under ``config`` and measure it; see the module docstring.
 
     ``resume``: continue from a :class:`Checkpoint` (its step + 1 up to ``config.steps``),
@@ -254,6 +277,8 @@ def run(config: RunConfig, *, resume: Checkpoint | None = None, checkpoint_steps
     ``checkpoint_every``-th step, and step 0) are kept in ``result.checkpoints``.
     ``intervention`` (:class:`utils.interventions.Intervention`) changes the run at the start
     and after every optimizer step. ``spot_checks``: compare the engine with a cold solve.
+    ``signals`` (:class:`utils.signals.SignalRecorder`) adds its per-step columns: it is called
+    with the step's gradient before the update and with the loss of the update's batch after.
     """
     config.validate()
     check_number("checkpoint_every", checkpoint_every, low=0, integer=True)
@@ -262,6 +287,10 @@ def run(config: RunConfig, *, resume: Checkpoint | None = None, checkpoint_steps
                          f"got {resume.step}")
     torch.set_num_threads(config.threads)
     model, loss_fn = build_problem(config)
+    data = build_data(config) if config.batch_size else None
+    if data is not None and config.batch_size > len(data):
+        raise ValueError(f"batch_size must be in [0, {len(data)}] (the data set's size), "
+                         f"got {config.batch_size}")
     params = dict(model.named_parameters())
     if config.optimizer == "adam":
         opt = torch.optim.Adam(params.values(), lr=config.lr, betas=(config.beta1, config.beta2),
@@ -285,23 +314,34 @@ def run(config: RunConfig, *, resume: Checkpoint | None = None, checkpoint_steps
     if intervention is not None:
         opt = intervention.prepare(opt, params)
         read_state = intervention.state
-    rows, diverged_at = [], None
+    rows, diverged_at, times = [], None, {True: [], False: []}
     t0 = time.perf_counter()
     bar = tqdm(range(first, config.steps + 1), disable=not config.progress, mininterval=1.0,
                desc=f"{config.model} {config.optimizer} lr={config.lr:g}")
     for step in bar:
+        t_step = time.perf_counter()
         tracked = config.track_every > 0 and step % config.track_every == 0
-        hessian = None
+        hessian, update_loss = None, loss_fn
         if tracked:
             hessian = LossHessian(loss_fn, params, method=config.hvp_method)
             loss, grad = hessian.loss, hessian.unflatten(hessian.gradient)
-        else:  # the same attention kernel as in the HVPs, so tracking never changes the path
-            with math_attention():
+        elif data is None:  # the same attention kernel as in the HVPs, so tracking never
+            with math_attention():  # changes the path
                 loss = loss_fn(params)
                 grad = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
-        loss = float(loss.detach())
+        else:
+            with math_attention(), torch.no_grad():
+                loss = loss_fn(params)
+        row = {"step": step, "loss": float(loss.detach())}
+        if data is not None:
+            update_loss = minibatch(config, model, data, step)
+            with math_attention():
+                batch_loss = update_loss(params)
+                grad = torch.autograd.grad(batch_loss, list(params.values()), allow_unused=True)
+            row["batch_loss"] = float(batch_loss.detach())
+        loss = row["loss"]
         grad_norm = math.sqrt(sum(float((g ** 2).sum()) for g in grad if g is not None))
-        row = {"step": step, "loss": loss, "grad_norm": grad_norm}
+        row["grad_norm"] = grad_norm
         if not (math.isfinite(loss) and math.isfinite(grad_norm)):
             rows.append(row)
             diverged_at = step
@@ -311,14 +351,24 @@ def run(config: RunConfig, *, resume: Checkpoint | None = None, checkpoint_steps
                   else None)
         for p, g in zip(params.values(), grad):
             p.grad = None if g is None else g.detach().clone()
+        t_signals = 0.0
+        if signals is not None:
+            t_signals = time.perf_counter()
+            row.update(signals.before_update(step, params, grad, opt))
+            t_signals = time.perf_counter() - t_signals
         opt.step()
         if intervention is not None:
             intervention.after_step(opt)
+        if signals is not None:
+            t_after = time.perf_counter()
+            row.update(signals.after_update(step, params, opt, update_loss))
+            t_signals += time.perf_counter() - t_after
         if step in keep or (checkpoint_every and step % checkpoint_every == 0):
             checkpoints[step] = take_checkpoint(step, params, opt)
         if tracked:
             state = read_state(opt) if config.optimizer == "adam" else None
             row.update(tracker.measure(hessian, state, v_prev, step=step))
+        times[tracked].append(time.perf_counter() - t_step - t_signals)
         rows.append(row)
         if step % 100 == 0:
             bar.set_postfix(loss=f"{loss:.3g}", refresh=False)
@@ -330,8 +380,10 @@ def run(config: RunConfig, *, resume: Checkpoint | None = None, checkpoint_steps
     if checks:
         errors = pd.Series({c["step"]: c["rel_error"] for c in checks})
         metrics["eig_spot_rel_error"] = metrics["step"].map(errors)
+    timings = {f"{name}_step_s": statistics.median(times[key])
+               for name, key in (("plain", False), ("tracked", True)) if times[key]}
     return RunResult(config, metrics, spikes, diverged_at, model, time.perf_counter() - t0,
-                     checks, excluded, checkpoints)
+                     checks, excluded, checkpoints, timings)
 
 
 def find_events(metrics: pd.DataFrame, config: RunConfig, **overrides) -> tuple[list, list]:

@@ -100,6 +100,9 @@ def run_seeds(config: RunConfig, seeds) -> list[RunResult]:
     wall time of the whole batch.
     """
     seeds = check_seed_run(config, seeds)
+    if config.batch_size:
+        raise ValueError("batch_size: seed batching trains full batch (0); run mini-batches "
+                         "with utils.runs.run")
     torch.set_num_threads(config.threads)
     params, losses = stacked_problem(config, seeds)
     layout = SeedLayout(params)

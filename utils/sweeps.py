@@ -505,6 +505,22 @@ def _register_intervention_sweep() -> None:
 _register_intervention_sweep()
 
 
+def _register_predictor_sweep() -> None:
+    """The predictors chapter's runs (:func:`utils.predictors.predictor_rows`): every setting
+    of :data:`utils.predictors.SETTINGS` under seeds 0-19, one seed per task."""
+    from .predictors import PREDICTOR_SEEDS, SETTINGS, predictor_config
+
+    register(Sweep(
+        name="predictors", configs=tuple(predictor_config(*key) for key in SETTINGS),
+        seeds=tuple(range(PREDICTOR_SEEDS)), evaluate="utils.predictors:predictor_rows",
+        seeds_per_task=1, trains=True,
+        description="every warning signal on the MLP, CNN and Transformer (full batch) and the "
+                    "Transformer with mini-batches, 20 seeds"))
+
+
+_register_predictor_sweep()
+
+
 # ------------------------------------------------------------------------------------- CLI
 
 def main(argv=None) -> int:
