@@ -19,8 +19,9 @@ def test_an_alarm_at_or_after_the_start_is_never_a_hit():
     for at in (50, 51, 55, 60):
         alarms = steps == at
         s = score_alarms(steps, alarms, spikes, horizon=20)
-        assert s.hits == 0 and s.recall == 0 and s.leads == ()
+        assert s.hits == 0 and s.recall == 0 and s.leads == () and s.f1 == 0
         assert s.alarms == 0 and s.false_alarms == 0   # inside the spike: neither
+    assert math.isnan(score_alarms(steps, steps == 49, [], horizon=20).f1)   # no spike
     before = score_alarms(steps, steps == 49, spikes, horizon=20)
     assert before.hits == 1 and before.recall == 1 and before.leads == (1,)
 

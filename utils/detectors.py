@@ -204,8 +204,10 @@ class Score:
 
     @property
     def f1(self) -> float:
+        """2PR/(P + R); 0 when no spike was warned of (even without alarms), NaN without
+        spikes."""
         p, r = self.precision, self.recall
-        return 2 * p * r / (p + r) if p + r > 0 else math.nan
+        return math.nan if r != r else 0.0 if r == 0 else 2 * p * r / (p + r)
 
     @property
     def false_alarms_per_1000(self) -> float:

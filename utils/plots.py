@@ -293,3 +293,78 @@ def plot_spike_rates(rates, ax=None):
     ax.set_ylabel("branch")
     ax.tick_params(axis="x", rotation=15)
     return ax
+
+
+def plot_precision_recall(curves, axes=None, signals=None, chance=None):
+    """One panel per (architecture, setting): each signal's pooled precision against recall as
+    its threshold varies (from :func:`utils.predictors.pr_curves`), its default threshold
+    marked by a larger dot; ``chance`` (setting -> precision of random alarms) as a dotted
+    line."""
+    settings = list(dict.fromkeys(zip(curves["architecture"], curves["setting"])))
+    if axes is None:
+        _, axes = plt.subplots(1, len(settings), figsize=(3.2 * len(settings) + 1.5, 3.6),
+                               sharey=True, squeeze=False)
+        axes = axes[0]
+    signals = signals or list(dict.fromkeys(curves["signal"]))
+    palette = dict(zip(signals, sns.color_palette("tab20", len(signals))))
+    for ax, key in zip(axes, settings):
+        sub = curves[(curves["architecture"] == key[0]) & (curves["setting"] == key[1])]
+        for name in signals:
+            g = sub[sub["signal"] == name].sort_values("threshold")
+            ax.plot(g["recall"], g["precision"], "-o", ms=2.5, lw=1, color=palette[name],
+                    label=name)
+            if "default" in g:
+                d = g[g["default"].astype(bool)]
+                ax.plot(d["recall"], d["precision"], "o", ms=6, color=palette[name])
+        if chance is not None and key in chance:
+            ax.axhline(chance[key], color="k", ls=":", lw=1, label="chance precision")
+        ax.set_title(f"{key[0]}, {key[1]}", fontsize="small")
+        ax.set_xlabel("recall")
+        ax.set_xlim(-0.03, 1.03)
+        ax.set_ylim(-0.03, 1.03)
+    axes[0].set_ylabel("precision")
+    axes[-1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize="x-small")
+    return axes
+
+
+def plot_lead_times(table, ax=None):
+    """The lead of each warned spike (steps from the first alarm within the horizon to the
+    start), one box per signal and setting, from rows of the predictors sweep."""
+    import pandas as pd
+
+    from .predictors import lead_lists
+
+    ax = ax or plt.gca()
+    leads = pd.DataFrame([{"signal": r.signal, "setting": f"{r.architecture}, {r.setting}",
+                           "lead": x}
+                          for r, row in zip(table.itertuples(), lead_lists(table["leads"]))
+                          for x in row])
+    if len(leads):
+        sns.boxplot(data=leads, y="signal", x="lead", hue="setting", ax=ax, fliersize=1.5,
+                    linewidth=0.8)
+    ax.set_xlabel("lead: steps from the first alarm to the spike's start")
+    ax.set_ylabel("")
+    ax.legend(fontsize="x-small", loc="lower right")
+    return ax
+
+
+def plot_signal_timeline(metrics, spikes, lr: float, alarms: dict, axes=None):
+    """A run's loss (top), λ_grad(Ĥ), λ_max(Ĥ) and the secant estimate against 2/η (middle),
+    and each signal's alarms as ticks (bottom; ``alarms``: name -> boolean per row)."""
+    if axes is None:
+        _, axes = plt.subplots(3, 1, figsize=(8, 7), sharex=True,
+                               gridspec_kw={"height_ratios": [2, 2, 0.3 * len(alarms) + 0.6]})
+    plot_loss(metrics, spikes, ax=axes[0])
+    steps = metrics["step"].to_numpy()
+    if "secant" in metrics:
+        axes[1].plot(steps, metrics["secant"], lw=0.6, color="0.6", label="secant estimate")
+    plot_curvature(metrics, lr, columns=("lambda_max_pre", "lambda_grad_pre"), spikes=spikes,
+                   ax=axes[1])
+    for i, (name, fired) in enumerate(alarms.items()):
+        axes[2].plot(steps[np.asarray(fired, dtype=bool)], np.full(int(np.sum(fired)), i), "|",
+                     ms=7)
+    mark_spikes(axes[2], spikes, label=False)
+    axes[2].set_yticks(range(len(alarms)), list(alarms), fontsize="x-small")
+    axes[2].set_ylim(-0.7, len(alarms) - 0.3)
+    axes[2].set_xlabel("step $t$")
+    return axes

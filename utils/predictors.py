@@ -32,6 +32,9 @@ LEAD_HORIZON = 100
 """The horizon at which lead times are compared (the widest, so leads are least truncated)."""
 FALSE_ALARM_BUDGET = 10.0
 """False alarms per 1,000 calm steps a practitioner is taken to tolerate (:func:`under_budget`)."""
+MIN_RECALL = 0.5
+"""A signal "warns" of a setting's spikes when it warns of at least this share of them
+(:func:`earliest_warning`)."""
 CHANCE_DRAWS = 10
 PREDICTOR_SEEDS = 20
 CURVATURE = ("lambda_max_pre", "alignment", "lambda_grad")
@@ -181,9 +184,13 @@ KEYS = ["architecture", "setting", "signal", "threshold", "horizon"]
 
 
 def _pooled(hits, alarms, warned, spikes, false, calm, chance_hits, axis=-1) -> tuple:
+    """Pooled precision, recall, F1 (0 when no spike was warned of), false alarms per 1,000
+    calm steps and matched-chance precision of per-run counts (arrays over runs, or batches
+    of resamples along ``axis``)."""
     precision = hits.sum(axis) / alarms.sum(axis)
     recall = warned.sum(axis) / spikes.sum(axis)
-    return (precision, recall, 2 * precision * recall / (precision + recall),
+    f1 = np.where(recall == 0, 0.0, 2 * precision * recall / (precision + recall))
+    return (precision, recall, f1,
             1000 * false.sum(axis) / calm.sum(axis), chance_hits.sum(axis) / alarms.sum(axis))
 
 
@@ -195,13 +202,10 @@ def pool(group: pd.DataFrame, intervals: bool = False) -> dict:
     recall, F1, false alarms per 1,000 calm steps and the matched-chance precision, the median
     and quartiles of all leads, the alarms per 1,000 steps; with ``intervals``, a 95 %
     bootstrap interval over seeds for each pooled ratio (``<name>_low``, ``<name>_high``)."""
-    arrays = [group[c].to_numpy(dtype=float) for c in
-              ("hits", "alarms", "warned", "spikes", "false_alarms", "calm_steps")]
-    chance_hits = np.nan_to_num(group["chance_precision"].to_numpy(dtype=float)) * arrays[1]
-    arrays.append(chance_hits)
+    arrays = _arrays(group)
     with np.errstate(divide="ignore", invalid="ignore"):
         values = _pooled(*arrays)
-    leads = [int(x) for s in group["leads"].fillna("").astype(str) for x in s.split()]
+    leads = [x for row in lead_lists(group["leads"]) for x in row]
     out = dict(zip(POOLED, (float(v) for v in values)))
     out.update(seeds=len(group), spikes=int(arrays[3].sum()), alarms=int(arrays[1].sum()),
                alarms_per_1000=1000 * arrays[1].sum() / group["steps"].sum(),
@@ -209,29 +213,43 @@ def pool(group: pd.DataFrame, intervals: bool = False) -> dict:
                lead_q25=float(np.percentile(leads, 25)) if leads else math.nan,
                lead_q75=float(np.percentile(leads, 75)) if leads else math.nan)
     if intervals:
-        out.update(_intervals(arrays))
+        for i, name in enumerate(POOLED):
+            out[f"{name}_low"], out[f"{name}_high"] = _interval(
+                arrays, lambda *a, axis=-1, i=i: _pooled(*a, axis=axis)[i])
     return out
 
 
-def _intervals(arrays, n_resamples: int = 2000, seed: int = 0) -> dict:
-    """Percentile bootstrap intervals of the pooled ratios, resampling seeds (paired)."""
+def lead_lists(leads: pd.Series) -> list[list[int]]:
+    """The ``leads`` column (space-separated integers per row; empty, NaN, or a lone number
+    that the CSV reader made a float) as a list of integer lists."""
+    return [[int(float(x)) for x in str(v).split()] if v == v and str(v).strip() else []
+            for v in leads]
+
+
+def _arrays(rows: pd.DataFrame) -> list:
+    """The per-run counts :func:`_pooled` takes: hits, alarms, warned spikes, spikes, false
+    alarms, calm steps, and the hits expected of matched random alarms."""
+    arrays = [rows[c].to_numpy(dtype=float) for c in
+              ("hits", "alarms", "warned", "spikes", "false_alarms", "calm_steps")]
+    arrays.append(np.nan_to_num(rows["chance_precision"].to_numpy(dtype=float)) * arrays[1])
+    return arrays
+
+
+def _interval(arrays, statistic, n_resamples: int = 2000, seed: int = 0) -> tuple:
+    """95 % percentile bootstrap interval of ``statistic(*arrays, axis)``, resampling runs
+    (the arrays stay paired; scipy.stats.bootstrap with a fixed seed). NaN below two runs."""
     import warnings
 
     from scipy.stats import bootstrap
 
-    out = {}
-    for i, name in enumerate(POOLED):
-        if len(arrays[0]) < 2:
-            lo = hi = math.nan
-        else:
-            with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
-                warnings.simplefilter("ignore")
-                res = bootstrap(tuple(arrays), lambda *a, axis=-1, i=i: _pooled(*a, axis=axis)[i],
-                                paired=True, vectorized=True, n_resamples=n_resamples,
-                                method="percentile", random_state=np.random.default_rng(seed))
-            lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
-        out[f"{name}_low"], out[f"{name}_high"] = lo, hi
-    return out
+    if len(arrays[0]) < 2:
+        return math.nan, math.nan
+    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+        warnings.simplefilter("ignore")
+        res = bootstrap(tuple(arrays), statistic, paired=True, vectorized=True,
+                        n_resamples=n_resamples, method="percentile",
+                        random_state=np.random.default_rng(seed))
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
 def pooled_scores(table: pd.DataFrame, intervals: bool = False, **select) -> pd.DataFrame:
@@ -243,3 +261,170 @@ def pooled_scores(table: pd.DataFrame, intervals: bool = False, **select) -> pd.
     out = [{**dict(zip(KEYS, key)), **pool(g, intervals)}
            for key, g in rows.groupby(KEYS, sort=False)]
     return pd.DataFrame(out).set_index(KEYS)
+
+
+def signal_table(table: pd.DataFrame, horizon: int = JUDGED_HORIZON) -> pd.DataFrame:
+    """Each signal at its default threshold, per (architecture, setting): the pooled scores at
+    ``horizon`` with 95 % bootstrap intervals over seeds, and its median cost per step."""
+    rows = table[table["default"].astype(bool) & (table["horizon"] == horizon)]
+    pooled = pooled_scores(rows, intervals=True).droplevel(["threshold", "horizon"])
+    costs = rows.groupby(["architecture", "setting", "signal"], sort=False)[
+        ["hvps_per_step", "forwards_per_step", "time_ratio"]].median()
+    return pooled.join(costs)
+
+
+def pr_curves(table: pd.DataFrame, horizon: int = JUDGED_HORIZON) -> pd.DataFrame:
+    """Pooled precision and recall of every signal at every threshold, per setting, at
+    ``horizon``: the points of the precision-recall figure."""
+    return pooled_scores(table, horizon=horizon).reset_index()
+
+
+def under_budget(table: pd.DataFrame, budget: float = FALSE_ALARM_BUDGET,
+                 horizon: int = JUDGED_HORIZON) -> pd.DataFrame:
+    """Per (architecture, setting, signal): among its thresholds whose pooled false alarms per
+    1,000 calm steps are at most ``budget``, the one with the highest recall at ``horizon``
+    (ties: the longer median lead), with that recall, precision and lead. Signals with no
+    threshold within budget are left out."""
+    pooled = pooled_scores(table, horizon=horizon).reset_index()
+    ok = pooled[pooled["false_alarms_per_1000"] <= budget].copy()
+    ok["_lead"] = ok["median_lead"].fillna(-np.inf)
+    ok = ok.sort_values(["recall", "_lead"], ascending=False, na_position="last")
+    best = ok.groupby(["architecture", "setting", "signal"], sort=False).head(1)
+    order = pooled[["architecture", "setting", "signal"]].drop_duplicates()
+    best = order.merge(best, how="inner")   # the settings' and signals' own order
+    return best.set_index(["architecture", "setting", "signal"])[
+        ["threshold", "recall", "precision", "false_alarms_per_1000", "median_lead",
+         "lead_q25", "lead_q75"]]
+
+
+def earliest_warning(best: pd.DataFrame, min_recall: float = MIN_RECALL) -> pd.DataFrame:
+    """Per (architecture, setting), from :func:`under_budget`'s table: the signal with the
+    longest median lead among those that warn of at least ``min_recall`` of the spikes (ties:
+    the higher recall); a row of NaN where no signal does."""
+    out = {}
+    for key, g in best.groupby(level=["architecture", "setting"], sort=False):
+        ok = g[g["recall"] >= min_recall].reset_index("signal")
+        ok = ok.sort_values(["median_lead", "recall"], ascending=False)
+        out[key] = ok.iloc[0] if len(ok) else pd.Series({"signal": None})
+    frame = pd.DataFrame(out).T[["signal", "recall", "median_lead", "precision",
+                                 "false_alarms_per_1000", "threshold"]]
+    frame.index.names = ["architecture", "setting"]
+    return frame
+
+
+def pooled_difference(table: pd.DataFrame, signal: str, baseline: str, statistic: str = "f1",
+                      horizon: int = JUDGED_HORIZON) -> tuple[float, float, float]:
+    """(difference, low, high): ``statistic`` (a pooled ratio of :data:`POOLED`) of ``signal``
+    minus that of ``baseline``, both at their default thresholds and ``horizon``, pooled over
+    all rows given, with a 95 % percentile bootstrap interval that resamples runs (a run's
+    two rows stay paired)."""
+    rows = table[table["default"].astype(bool) & (table["horizon"] == horizon)]
+    run = ["architecture", "setting", "seed"]
+    a = rows[rows["signal"] == signal].set_index(run).sort_index()
+    b = rows[rows["signal"] == baseline].set_index(run).reindex(a.index)
+    i = POOLED.index(statistic)
+    arrays = _arrays(a) + _arrays(b)
+
+    def difference(*x, axis=-1):
+        return _pooled(*x[:7], axis=axis)[i] - _pooled(*x[7:], axis=axis)[i]
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        point = float(difference(*arrays))
+    lo, hi = _interval(arrays, difference)
+    return point, float(lo), float(hi)
+
+
+def predictor_verdicts(table: pd.DataFrame) -> list:
+    """The chapter's verdicts over the stored sweep (horizon :data:`JUDGED_HORIZON`, default
+    thresholds, all settings pooled).
+
+    ``no_hit_at_or_after_a_start``: every lead of every row lies in [1, h]. If scoring counted
+    an alarm at or after a spike's start, a lead of 0 or less would appear (tests build that
+    table and see the verdict fail).
+    ``lambda_grad_beats_loss_rose``: λ_grad(Ĥ) > 2/η has a higher pooled F1 than the baseline
+    "the loss rose over the last step"; false if the baseline's is as high.
+    ``lambda_grad_beats_chance``: λ_grad(Ĥ)'s pooled precision exceeds that of random alarms
+    at its own count on the same steps; false if the signal were no better than its rate.
+    ``spikes_to_score``: every setting has at least 10 spikes over its seeds, so that each
+    recall rests on more than a handful.
+    """
+    from .verdicts import Verdict
+
+    leads = [(x, h) for row, h in zip(lead_lists(table["leads"]), table["horizon"])
+             for x in row]
+    bad = [(lead, h) for lead, h in leads if not 1 <= lead <= h]
+    f1, f1_lo, f1_hi = pooled_difference(table, "lambda_grad", "loss_rose", "f1")
+    pooled = pooled_scores(table[table["default"].astype(bool)], horizon=JUDGED_HORIZON,
+                           signal="lambda_grad").reset_index()
+    all_lg = pool(table[table["default"].astype(bool) & (table["horizon"] == JUDGED_HORIZON)
+                        & (table["signal"] == "lambda_grad")])
+    spikes = pooled.groupby(["architecture", "setting"])["spikes"].sum()
+    return [
+        Verdict("no_hit_at_or_after_a_start",
+                "every lead lies in [1, h]: no alarm at or after a spike's start is a hit",
+                not bad, {"leads": len(leads), "outside": len(bad)}),
+        Verdict("lambda_grad_beats_loss_rose",
+                f"λ_grad(Ĥ) > 2/η has a higher F1 than 'the loss rose' at h = {JUDGED_HORIZON}",
+                f1 > 0, {"f1_difference": f1, "ci95_low": f1_lo, "ci95_high": f1_hi}),
+        Verdict("lambda_grad_beats_chance",
+                "λ_grad(Ĥ) > 2/η is more precise than random alarms at its own count",
+                all_lg["precision"] > all_lg["chance_precision"],
+                {"precision": all_lg["precision"], "chance": all_lg["chance_precision"]}),
+        Verdict("spikes_to_score", "every setting has ≥ 10 spikes over its seeds",
+                bool((spikes >= 10).all()), {"fewest_spikes": int(spikes.min())}),
+    ]
+
+
+# ------------------------------------------------------------------------ the chapter's run
+
+TIMELINE_SIGNALS = ("lambda_grad", "lambda_max", "alignment", "secant", "critical_step",
+                    "spam", "stableadamw", "zclip", "olmo_loss", "olmo_grad_norm", "loss_rose")
+"""The signals whose alarms the chapter draws under its single run."""
+
+
+def watch_run(architecture: str, setting: str, seed: int, **overrides):
+    """One run of a setting of :data:`SETTINGS` under ``seed`` with every signal recorded
+    (progress bar on): (result, recorder)."""
+    from .runs import run
+    from .signals import SignalRecorder
+
+    recorder = SignalRecorder()
+    config = predictor_config(architecture, setting, seed=seed, progress=True, **overrides)
+    return run(config, signals=recorder, spot_checks=False), recorder
+
+
+def default_alarms(result, names=TIMELINE_SIGNALS) -> dict:
+    """name -> the signal's alarms at its default threshold on ``result``'s metrics."""
+    return {name: signal_alarms(name, result.metrics, result.config.lr, SIGNALS[name].default,
+                                seed=result.config.seed) for name in names}
+
+
+def run_scores(result, recorder, horizon: int = JUDGED_HORIZON) -> pd.DataFrame:
+    """The single run's scores at every signal's default threshold and ``horizon``."""
+    rows = pd.DataFrame(score_run(result, recorder))
+    rows = rows[rows["default"] & (rows["horizon"] == horizon)]
+    return rows.set_index("signal")[["threshold", "spikes", "alarms", "hits", "false_alarms",
+                                     "precision", "recall", "median_lead",
+                                     "chance_precision"]]
+
+
+def display_table(scores: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
+    """:func:`signal_table` for reading: each pooled ratio with its interval as
+    "x [low, high]", the lead's median and quartiles, and the cost columns, rounded."""
+    def ci(name):
+        return [f"{x:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]" if x == x else "–"
+                for x, lo, hi in zip(scores[name], scores[f"{name}_low"], scores[f"{name}_high"])]
+
+    out = pd.DataFrame(index=scores.index)
+    out["spikes"] = scores["spikes"].astype(int)
+    for name, label in (("precision", "precision"), ("recall", "recall"), ("f1", "F1"),
+                        ("false_alarms_per_1000", "false alarms / 1000"),
+                        ("chance_precision", "chance precision")):
+        out[label] = ci(name)
+    out["lead (median, IQR)"] = [f"{m:.0f} ({a:.0f}–{b:.0f})" if m == m else "–" for m, a, b in
+                                 zip(scores["median_lead"], scores["lead_q25"],
+                                     scores["lead_q75"])]
+    out["HVPs / step"] = scores["hvps_per_step"].round(digits)
+    out["forwards / step"] = scores["forwards_per_step"].round(digits)
+    out["time / plain step"] = scores["time_ratio"].round(digits)
+    return out
