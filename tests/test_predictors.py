@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from utils.detectors import SIGNALS, signal_alarms
-from utils.predictors import (HORIZONS, lead_lists, matched_chance, pool, pooled_difference, pooled_scores,
-                              predictor_verdicts, score_run)
+from utils.predictors import (HORIZONS, lead_lists, matched_chance, pool, pooled_difference,
+                              pooled_scores, predictor_verdicts, score_run)
 from utils.spikes import Spike
 
 

@@ -307,12 +307,14 @@ def plot_precision_recall(curves, axes=None, signals=None, chance=None):
         axes = axes[0]
     signals = signals or list(dict.fromkeys(curves["signal"]))
     palette = dict(zip(signals, sns.color_palette("tab20", len(signals))))
+    top = max(0.3, 1.1 * float(curves["precision"].max()))
+    styles = ["-", "--", ":", "-."]
     for ax, key in zip(axes, settings):
         sub = curves[(curves["architecture"] == key[0]) & (curves["setting"] == key[1])]
-        for name in signals:
+        for i, name in enumerate(signals):
             g = sub[sub["signal"] == name].sort_values("threshold")
-            ax.plot(g["recall"], g["precision"], "-o", ms=2.5, lw=1, color=palette[name],
-                    label=name)
+            ax.plot(g["recall"], g["precision"], styles[i % 4], marker="o", ms=2.5, lw=1,
+                    color=palette[name], label=name)
             if "default" in g:
                 d = g[g["default"].astype(bool)]
                 ax.plot(d["recall"], d["precision"], "o", ms=6, color=palette[name])
@@ -321,7 +323,7 @@ def plot_precision_recall(curves, axes=None, signals=None, chance=None):
         ax.set_title(f"{key[0]}, {key[1]}", fontsize="small")
         ax.set_xlabel("recall")
         ax.set_xlim(-0.03, 1.03)
-        ax.set_ylim(-0.03, 1.03)
+        ax.set_ylim(-0.01, top)
     axes[0].set_ylabel("precision")
     axes[-1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize="x-small")
     return axes
@@ -344,7 +346,7 @@ def plot_lead_times(table, ax=None):
                     linewidth=0.8)
     ax.set_xlabel("lead: steps from the first alarm to the spike's start")
     ax.set_ylabel("")
-    ax.legend(fontsize="x-small", loc="lower right")
+    ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1))
     return ax
 
 

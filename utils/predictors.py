@@ -61,8 +61,8 @@ def predictor_config(architecture: str, setting: str, **overrides):
         raise ValueError(f"(architecture, setting) must be one of {list(SETTINGS)}, "
                          f"got {(architecture, setting)!r}")
     chapter, changes = SETTINGS[(architecture, setting)]
-    return chapter_config(chapter, progress=False, measure=CURVATURE,
-                          **{**changes, **overrides})
+    return chapter_config(chapter, **{"progress": False, "measure": CURVATURE, **changes,
+                                      **overrides})
 
 
 def setting_of(config) -> tuple[str, str]:
@@ -283,10 +283,10 @@ def under_budget(table: pd.DataFrame, budget: float = FALSE_ALARM_BUDGET,
                  horizon: int = JUDGED_HORIZON) -> pd.DataFrame:
     """Per (architecture, setting, signal): among its thresholds whose pooled false alarms per
     1,000 calm steps are at most ``budget``, the one with the highest recall at ``horizon``
-    (ties: the longer median lead), with that recall, precision and lead. Signals with no
-    threshold within budget are left out."""
+    (ties: the longer median lead), with that recall, precision and lead. Signals that warn of
+    no spike within budget are left out."""
     pooled = pooled_scores(table, horizon=horizon).reset_index()
-    ok = pooled[pooled["false_alarms_per_1000"] <= budget].copy()
+    ok = pooled[(pooled["false_alarms_per_1000"] <= budget) & (pooled["recall"] > 0)].copy()
     ok["_lead"] = ok["median_lead"].fillna(-np.inf)
     ok = ok.sort_values(["recall", "_lead"], ascending=False, na_position="last")
     best = ok.groupby(["architecture", "setting", "signal"], sort=False).head(1)
@@ -308,6 +308,7 @@ def earliest_warning(best: pd.DataFrame, min_recall: float = MIN_RECALL) -> pd.D
         out[key] = ok.iloc[0] if len(ok) else pd.Series({"signal": None})
     frame = pd.DataFrame(out).T[["signal", "recall", "median_lead", "precision",
                                  "false_alarms_per_1000", "threshold"]]
+    frame = frame.astype({c: float for c in frame.columns if c != "signal"})
     frame.index.names = ["architecture", "setting"]
     return frame
 
