@@ -264,3 +264,11 @@ def test_a_sweep_whose_evaluate_trains_may_give_several_rows_per_seed(dirs):
     bad = dataclasses.replace(sweep, name="tiny_bad", evaluate="utils.sweeps:basic_columns")
     with pytest.raises(SweepTaskError):
         run_sweep(bad, serial=True, progress=False, **dirs)
+
+
+def test_fields_added_later_enter_the_key_only_when_used():
+    config = sweeps.SWEEPS["tiny"].configs[0]
+    assert not set(sweeps.LATER_FIELDS) & set(json.loads(sweeps.config_json(config)))
+    batched = dataclasses.replace(config, batch_size=8)
+    assert json.loads(sweeps.config_json(batched))["batch_size"] == 8
+    assert sweeps.config_key(batched) != sweeps.config_key(config)

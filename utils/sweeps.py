@@ -170,10 +170,20 @@ def resolve_evaluate(evaluate: str):
 
 # ------------------------------------------------------------------------------ tasks, keys
 
+LATER_FIELDS = {"batch_size": 0}
+"""RunConfig fields added after sweeps were first stored, with their default: a config that
+leaves one at its default is written (and keyed) without it, so the keys of stored tables stay
+valid and a new field only enters the key of the configs that use it."""
+
+
 def _config_dict(config: RunConfig) -> dict:
-    """The config's fields without ``progress`` (which changes no number)."""
+    """The config's fields without ``progress`` (which changes no number) and without the
+    :data:`LATER_FIELDS` left at their default."""
     fields = dataclasses.asdict(config)
     fields.pop("progress")
+    for name, default in LATER_FIELDS.items():
+        if fields.get(name) == default:
+            fields.pop(name)
     return fields
 
 
