@@ -531,6 +531,20 @@ def _register_predictor_sweep() -> None:
 _register_predictor_sweep()
 
 
+def _register_phase_sweep() -> None:
+    """Chapter 4's Transformer over the (δ, γ) grid of the phase chapter
+    (:func:`utils.phase.transformer_configs`), seeds batched per grid point."""
+    from .phase import TRANSFORMER_SEEDS, transformer_configs
+
+    register(Sweep(
+        name="phase", configs=tuple(transformer_configs()), seeds=TRANSFORMER_SEEDS,
+        evaluate="utils.phase:phase_rows", seeds_per_task=len(TRANSFORMER_SEEDS),
+        description="chapter 4's Transformer over a 12 × 12 grid of (1 − β1, 1 − β2), 3 seeds"))
+
+
+_register_phase_sweep()
+
+
 # ------------------------------------------------------------------------------------- CLI
 
 def main(argv=None) -> int:
