@@ -63,7 +63,9 @@ def test_the_fit_recovers_a_known_boundary_within_its_interval():
     flipped = synthetic_grid()
     flipped = PhaseGrid(flipped.deltas, flipped.gammas, 1 - flipped.spikes, flipped.diverged,
                         flipped.final_loss)
-    assert not fit_boundary(flipped).spiky_below
+    assert not fit_boundary(flipped, spiky_below=False).spiky_below
+    with pytest.raises(ValueError, match="a fit needs 3"):    # no spiky region at small γ
+        fit_boundary(flipped)
 
 
 def test_no_boundary_no_fit_and_bad_grids_are_refused():
@@ -75,3 +77,39 @@ def test_no_boundary_no_fit_and_bad_grids_are_refused():
         adam_quadratic([0.0], [0.1], steps=200, progress=False)
     with pytest.raises(ValueError, match="steps"):
         adam_quadratic([0.1], [0.1], steps=10, progress=False)
+
+
+def test_phase_verdicts_fail_where_their_claim_is_false():
+    from utils.phase import TANG_FITS, fit_summary, phase_verdicts
+
+    tang = fit_summary(fit_boundary(synthetic_grid(*TANG_FITS["quadratic"], n=30)))
+    other = fit_summary(fit_boundary(synthetic_grid(2.0, 1.5, n=30)))
+    near = fit_summary(fit_boundary(synthetic_grid(*TANG_FITS["transformer"], n=30)))
+    good = {v.name: v.passed for v in phase_verdicts(tang, near)}
+    assert good["quadratic_has_a_boundary"] and good["quadratic_exponent_as_tang"]
+    assert good["quadratic_constant_as_tang"] and good["transformer_exponent_as_tang"]
+    bad = {v.name: v.passed for v in phase_verdicts(other, other)}
+    assert not bad["quadratic_exponent_as_tang"] and not bad["transformer_exponent_as_tang"]
+    flat = dict(tang, boundary_columns=2)
+    assert not {v.name: v.passed for v in phase_verdicts(flat, near)}["quadratic_has_a_boundary"]
+
+
+def test_stored_phase_table_covers_the_grid_and_recomputes():
+    """data/sweeps/phase.csv.gz holds every grid point under every seed with provenance, and
+    one grid point trained again here gives its stored rows."""
+    import pandas as pd
+
+    from conftest import assert_rows_match, skip_unless_same_kernels
+    from utils.phase import TRANSFORMER_GRID, TRANSFORMER_SEEDS
+    from utils.sweeps import PROVENANCE_COLUMNS, SWEEPS, load_sweep, run_task, sweep_tasks
+
+    stored = load_sweep("phase")
+    assert len(stored) == TRANSFORMER_GRID ** 2 * len(TRANSFORMER_SEEDS)
+    assert set(PROVENANCE_COLUMNS) <= set(stored.columns)
+    assert not stored["commit"].str.endswith("-dirty").any()
+    skip_unless_same_kernels(stored, "phase")
+    sweep = SWEEPS["phase"]
+    task = sweep_tasks(sweep)[100]
+    rows = pd.DataFrame(run_task(task.config, task.seeds, sweep.evaluate))
+    old = stored[stored["config_index"] == task.config_index]
+    assert_rows_match(rows, old[rows.columns])

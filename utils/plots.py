@@ -370,3 +370,37 @@ def plot_signal_timeline(metrics, spikes, lr: float, alarms: dict, axes=None):
     axes[2].set_ylim(-0.7, len(alarms) - 0.3)
     axes[2].set_xlabel("step $t$")
     return axes
+
+
+def plot_phase(grid, fit=None, reference=None, share=None, ax=None, title: str = ""):
+    """A phase diagram: δ = 1 − β1 (x) against γ = 1 − β2 (y), both log, each grid point
+    coloured spiky or calm (or, with ``share`` (nδ, nγ), by the share of seeds that spiked);
+    the fitted boundary ``fit`` (:class:`utils.phase.BoundaryFit`, its boundary points as
+    dots) and ``reference`` boundaries (label -> (C, p)) drawn over it."""
+    ax = ax or plt.gca()
+    d, g = np.log10(grid.deltas), np.log10(grid.gammas)
+
+    def edges(x):
+        mid = (x[1:] + x[:-1]) / 2
+        return 10 ** np.concatenate([[2 * x[0] - mid[0]], mid, [2 * x[-1] - mid[-1]]])
+
+    values = (grid.spiky.astype(float) if share is None else np.asarray(share, dtype=float)).T
+    mesh = ax.pcolormesh(edges(d), edges(g), values, cmap="RdYlBu_r", vmin=0, vmax=1,
+                         shading="flat")
+    plt.colorbar(mesh, ax=ax, label="spiky" if share is None else "share of seeds spiky")
+    x = np.geomspace(grid.deltas[0], grid.deltas[-1], 100)
+    if fit is not None:
+        ax.plot(fit.deltas, fit.gammas, "ko", ms=3)
+        ax.plot(x, fit.gamma(x), "k-", lw=1.5,
+                label=f"our fit: γ = {fit.C:.3g} δ^{fit.p:.2f}")
+    for (label, (c, p)), style in zip((reference or {}).items(), ["--", ":"]):
+        ax.plot(x, c * x ** p, "k" + style, lw=1.2, label=f"{label}: γ = {c:g} δ^{p:g}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(edges(d)[0], edges(d)[-1])
+    ax.set_ylim(edges(g)[0], edges(g)[-1])
+    ax.set_xlabel(r"$\delta = 1 - \beta_1$")
+    ax.set_ylabel(r"$\gamma = 1 - \beta_2$")
+    ax.set_title(title, fontsize="small")
+    ax.legend(fontsize="x-small", loc="lower right")
+    return ax
