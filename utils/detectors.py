@@ -182,6 +182,14 @@ def random_alarms(n: int, rate: float, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).random(n) < rate
 
 
+def f1_score(precision, recall):
+    """2PR/(P + R), elementwise for arrays: 0 where no spike was warned of (R = 0, even with
+    no alarm to give P), NaN where R is (no spikes)."""
+    p, r = np.asarray(precision, dtype=float), np.asarray(recall, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(r == 0, 0.0, 2 * p * r / (p + r))
+
+
 @dataclass(frozen=True)
 class Score:
     """A signal scored against the spikes of one run at one horizon (see the module docstring)."""
@@ -204,10 +212,8 @@ class Score:
 
     @property
     def f1(self) -> float:
-        """2PR/(P + R); 0 when no spike was warned of (even without alarms), NaN without
-        spikes."""
-        p, r = self.precision, self.recall
-        return math.nan if r != r else 0.0 if r == 0 else 2 * p * r / (p + r)
+        """:func:`f1_score` of this precision and recall."""
+        return float(f1_score(self.precision, self.recall))
 
     @property
     def false_alarms_per_1000(self) -> float:

@@ -53,6 +53,13 @@ def flatten(tensors) -> torch.Tensor:
     return torch.cat([t.reshape(-1) for t in tensors])
 
 
+def unflatten(vector: torch.Tensor, shapes) -> list[torch.Tensor]:
+    """Split a flat vector into views of the given ``shapes``, in order (:func:`flatten`'s
+    inverse)."""
+    shapes = [torch.Size(s) for s in shapes]
+    return [c.view(s) for c, s in zip(vector.split([s.numel() for s in shapes]), shapes)]
+
+
 class LossHessian:
     """H = ∇²L(θ) at fixed θ on a fixed batch, as a symmetric linear operator on flat vectors.
 
@@ -97,8 +104,7 @@ class LossHessian:
 
     def unflatten(self, vector: torch.Tensor) -> list[torch.Tensor]:
         """Split a flat vector of shape (n,) into tensors shaped like the parameters."""
-        return [c.view(s) for c, s in
-                zip(vector.split([s.numel() for s in self.shapes]), self.shapes)]
+        return unflatten(vector, self.shapes)
 
     def matvec(self, vector: torch.Tensor) -> torch.Tensor:
         """H v for a flat vector v of shape (n,); returns shape (n,)."""

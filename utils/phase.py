@@ -63,13 +63,15 @@ def log_grid(n: int, low: float, high: float) -> np.ndarray:
 class PhaseGrid:
     """A phase diagram: ``deltas`` (nδ,) and ``gammas`` (nγ,) and, per grid point (nδ, nγ),
     ``spikes`` (detections after the discarded half, counting a divergence as one), whether it
-    ``diverged``, and its ``final_loss``. ``spiky`` is spikes > 0."""
+    ``diverged``, and its ``final_loss``. ``spiky`` is spikes > 0. A grid built from seeds
+    (:func:`grid_from_table`) also has ``share``, the share of seeds that spiked."""
 
     deltas: np.ndarray
     gammas: np.ndarray
     spikes: np.ndarray
     diverged: np.ndarray
     final_loss: np.ndarray
+    share: np.ndarray | None = None
 
     @property
     def spiky(self) -> np.ndarray:
@@ -241,7 +243,7 @@ def grid_from_table(table, seed=None) -> PhaseGrid:
     shape = (len(deltas), len(gammas))
     pick = lambda c: agg[c].unstack("gamma").reindex(index=deltas, columns=gammas).to_numpy()
     return PhaseGrid(deltas, gammas, (pick("spiky") > 0.5).astype(int).reshape(shape),
-                     pick("diverged") > 0.5, pick("final_loss"))
+                     pick("diverged") > 0.5, pick("final_loss"), pick("spiky"))
 
 
 def seed_fits(table) -> "pd.DataFrame":

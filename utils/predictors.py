@@ -22,7 +22,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from .detectors import SIGNALS, score_alarms, signal_alarms
+from .detectors import SIGNALS, f1_score, score_alarms, signal_alarms
 
 HORIZONS = (5, 20, 100)
 """h: an alarm is a hit when it fires in [start − h, start) of a spike."""
@@ -189,8 +189,7 @@ def _pooled(hits, alarms, warned, spikes, false, calm, chance_hits, axis=-1) -> 
     of resamples along ``axis``)."""
     precision = hits.sum(axis) / alarms.sum(axis)
     recall = warned.sum(axis) / spikes.sum(axis)
-    f1 = np.where(recall == 0, 0.0, 2 * precision * recall / (precision + recall))
-    return (precision, recall, f1,
+    return (precision, recall, f1_score(precision, recall),
             1000 * false.sum(axis) / calm.sum(axis), chance_hits.sum(axis) / alarms.sum(axis))
 
 

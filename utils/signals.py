@@ -38,6 +38,7 @@ import torch
 
 from .adam_state import read_adam_state
 from .detectors import critical_step, secant_curvature, stableadamw_rms
+from .hvp import flatten, unflatten
 from .validation import check_number
 
 COLUMNS = ("spam_ratio", "stableadamw_rms", "secant", "critical_step", "critical_forwards")
@@ -55,9 +56,8 @@ class SignalRecorder:
         self.critical_evals = critical_evals
         self.seconds: dict[str, float] = defaultdict(float)
         """Wall time spent on each signal, summed over the run (seconds)."""
-        self._prev = None      # (g_{t-1}, θ_{t-1}) flat
-        self._precond = None   # (D_{t-1}, c_{t-1})
-        self._theta = None     # θ_t flat, for the update direction
+        self._prev = None      # (g_t, θ_t) flat, from before_update: the secant's previous
+        self._precond = None   # point at the next step, and the update's origin; (D, c)
 
     def before_update(self, step: int, params: dict, grads, opt) -> dict:
         """SPAM's ratio and the secant, from g_t (``grads``, one tensor per parameter) and the
@@ -79,16 +79,15 @@ class SignalRecorder:
         row["spam_ratio"] = max(ratios) if ratios else math.nan
         tock = time.perf_counter()
         self.seconds["spam"] += tock - tick
-        g = torch.cat([(torch.zeros_like(p) if gg is None else gg.detach()).reshape(-1)
-                       for p, gg in zip(params.values(), grads)])
-        theta = torch.cat([p.detach().reshape(-1) for p in params.values()])
+        g = flatten([torch.zeros_like(p) if gg is None else gg.detach()
+                     for p, gg in zip(params.values(), grads)])
+        theta = flatten([p.detach() for p in params.values()])
         row["secant"] = math.nan
         if self._prev is not None and self._precond is not None:
             g_prev, theta_prev = self._prev
             d, c = self._precond
             row["secant"] = secant_curvature(g - g_prev, theta - theta_prev, d, c)
         self._prev = (g, theta)
-        self._theta = theta
         self.seconds["secant"] += time.perf_counter() - tock
         return row
 
@@ -106,18 +105,14 @@ class SignalRecorder:
         tock = time.perf_counter()
         self.seconds["stableadamw"] += tock - tick
         if self.critical_evals:
-            theta_new = torch.cat([p.detach().reshape(-1) for p in params.values()])
-            direction = (theta_new - self._theta) / state.lr
-            shapes = [(name, p.shape, p.numel()) for name, p in params.items()]
+            theta = self._prev[1]
+            direction = (flatten([p.detach() for p in params.values()]) - theta) / state.lr
+            names, shapes = list(params), [p.shape for p in params.values()]
 
             def loss_along(s: float) -> float:
-                flat = self._theta + s * direction
-                pieces, at = {}, 0
-                for name, shape, size in shapes:
-                    pieces[name] = flat[at:at + size].view(shape)
-                    at += size
                 with torch.no_grad():
-                    return float(loss_fn(pieces))
+                    return float(loss_fn(dict(zip(names, unflatten(theta + s * direction,
+                                                                   shapes)))))
 
             s, evals = critical_step(loss_along, state.lr, max_evals=self.critical_evals)
             row.update(critical_step=s / state.lr, critical_forwards=evals + 1)

@@ -18,7 +18,7 @@ from .adam_state import AdamState, decoupling_statistics
 from .curvature import (DENSE_BELOW, SOLVERS, EigenResult, PreconditionedHessian, alignment,
                         gradient_curvatures, top_eigenpair)
 from .engine import StepCurvature, TrackingEngine, single_model
-from .hvp import LossHessian
+from .hvp import LossHessian, unflatten
 from .validation import check_choice, check_number
 
 MEASUREMENTS = ("lambda_max_H", "lambda_max_pre", "lambda_grad", "lambda_grad_H", "alignment",
@@ -158,8 +158,7 @@ class CurvatureTracker:
 
     def _params_like(self, theta):
         names, shapes = self._layout
-        pieces = theta.split([math.prod(s) for s in shapes])
-        return {k: p.view(s) for k, p, s in zip(names, pieces, shapes)}
+        return dict(zip(names, unflatten(theta, shapes)))
 
     def _measure_with_engine(self, hessian: LossHessian, d, c) -> dict:
         out = self.engine.step(single_model(hessian), hessian.gradient[None],
