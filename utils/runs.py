@@ -28,17 +28,16 @@ import torch
 from tqdm import tqdm
 
 from . import __version__
-from .adam_state import read_adam_state
 from .data import DATASETS, load_dataset
 from .losses import mse
 from .hvp import HVP_METHODS, LossHessian, loss_of_params, math_attention
 from .models import MODELS, build_model
+from .optimizers import (CLIPPERS, OPTIMIZERS, PRECONDITIONED, build_clipper, build_optimizer,
+                         state_reader)
 from .spikes import SPIKE_FACTOR, SPIKE_WINDOW, Spike, detect_events, float_floor
 from .tracker import MEASUREMENTS, TRACKER_SOLVERS, CurvatureTracker
 from .validation import (check_adam_hyperparameters, check_choice, check_number,
                          resolve_dtype)
-
-OPTIMIZERS = ("adam", "gd")
 
 
 @dataclass
@@ -52,7 +51,9 @@ class RunConfig:
     float floor of ``dtype`` (:func:`utils.spikes.float_floor`).
     ``device`` is where the model, the data and every curvature computation live ("cpu",
     "cuda", "cuda:1", ...). ``batch_size`` = B > 0 trains on B samples per step, drawn without
-    replacement under (seed, step) (:func:`minibatch`); 0 is full batch.
+    replacement under (seed, step) (:func:`minibatch`); 0 is full batch. ``optimizer`` names
+    ``torch.optim.Adam`` (``"adam"``), ``torch.optim.SGD`` (``"gd"``) or a library's optimizer,
+    and ``clip`` a library's gradient clipper applied before each step (:mod:`utils.optimizers`).
     """
 
     model: str = "mlp"
@@ -78,6 +79,7 @@ class RunConfig:
     threads: int = 1
     device: str = "cpu"
     batch_size: int = 0
+    clip: str = "none"
     progress: bool = True
 
     def validate(self) -> "RunConfig":
@@ -86,6 +88,7 @@ class RunConfig:
         if self.model != "quadratic":
             check_choice("data", self.data, DATASETS)
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("clip", self.clip, CLIPPERS)
         check_adam_hyperparameters(self.lr, self.beta1, self.beta2, self.eps)
         check_number("steps", self.steps, low=1, integer=True)
         check_number("seed", self.seed, low=0, integer=True)
@@ -282,6 +285,9 @@ def run(config: RunConfig, *, resume: Checkpoint | None = None, checkpoint_steps
     """
     config.validate()
     check_number("checkpoint_every", checkpoint_every, low=0, integer=True)
+    if resume is not None and config.clip != "none":
+        raise ValueError(f"resume: a checkpoint does not hold the state of clip={config.clip!r}; "
+                         "resume runs without a clipper")
     if resume is not None and not 0 <= resume.step < config.steps:
         raise ValueError(f"resume: the checkpoint's step must be in [0, steps={config.steps}), "
                          f"got {resume.step}")
@@ -292,13 +298,11 @@ def run(config: RunConfig, *, resume: Checkpoint | None = None, checkpoint_steps
         raise ValueError(f"batch_size must be in [0, {len(data)}] (the data set's size), "
                          f"got {config.batch_size}")
     params = dict(model.named_parameters())
-    if config.optimizer == "adam":
-        opt = torch.optim.Adam(params.values(), lr=config.lr, betas=(config.beta1, config.beta2),
-                               eps=config.eps)
-        measure = config.measure
-    else:
-        opt = torch.optim.SGD(params.values(), lr=config.lr)
-        measure = [m for m in config.measure if m in ("lambda_max_H", "lambda_grad")]
+    opt = build_optimizer(config, params.values())
+    clipper = build_clipper(config)
+    preconditioned = config.optimizer in PRECONDITIONED
+    measure = (config.measure if preconditioned
+               else [m for m in config.measure if m in ("lambda_max_H", "lambda_grad")])
     tracker = CurvatureTracker(measure, tol=config.eig_tol, solver=config.eig_solver,
                                seed=config.seed)
     first = 1
@@ -310,7 +314,7 @@ def run(config: RunConfig, *, resume: Checkpoint | None = None, checkpoint_steps
         first = resume.step + 1
     keep = set(checkpoint_steps) | ({0} if resume is None else set())
     checkpoints = {0: take_checkpoint(0, params, opt)} if 0 in keep else {}
-    read_state = read_adam_state
+    read_state = state_reader(config)
     if intervention is not None:
         opt = intervention.prepare(opt, params)
         read_state = intervention.state
@@ -347,8 +351,7 @@ def run(config: RunConfig, *, resume: Checkpoint | None = None, checkpoint_steps
             diverged_at = step
             bar.set_postfix_str(f"diverged at step {step}", refresh=False)
             break
-        v_prev = (read_state(opt).v if tracked and config.optimizer == "adam" and step > 1
-                  else None)
+        v_prev = read_state(opt).v if tracked and preconditioned and step > 1 else None
         for p, g in zip(params.values(), grad):
             p.grad = None if g is None else g.detach().clone()
         t_signals = 0.0
@@ -356,6 +359,8 @@ def run(config: RunConfig, *, resume: Checkpoint | None = None, checkpoint_steps
             t_signals = time.perf_counter()
             row.update(signals.before_update(step, params, grad, opt))
             t_signals = time.perf_counter() - t_signals
+        if clipper is not None:
+            clipper.step(model)
         opt.step()
         if intervention is not None:
             intervention.after_step(opt)
@@ -366,7 +371,7 @@ def run(config: RunConfig, *, resume: Checkpoint | None = None, checkpoint_steps
         if step in keep or (checkpoint_every and step % checkpoint_every == 0):
             checkpoints[step] = take_checkpoint(step, params, opt)
         if tracked:
-            state = read_state(opt) if config.optimizer == "adam" else None
+            state = read_state(opt) if preconditioned else None
             row.update(tracker.measure(hessian, state, v_prev, step=step))
         times[tracked].append(time.perf_counter() - t_step - t_signals)
         rows.append(row)

@@ -77,19 +77,36 @@ def stacked_problem(config: RunConfig, seeds):
     return params, losses
 
 
+def check_seeds(seeds) -> list[int]:
+    """``seeds`` as a list of ints; ValueError unless they are distinct non-negative integers
+    (at least one)."""
+    seeds = [int(check_number("seeds", s, low=0, integer=True)) for s in seeds]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct non-negative integers, got {seeds}")
+    return seeds
+
+
 def check_seed_run(config: RunConfig, seeds) -> list[int]:
     """Validate a batched run before anything starts: ``config`` (Adam, a model with data) and
     ``seeds`` (distinct non-negative integers). Returns the seeds as ints; ValueError naming
     the parameter otherwise."""
     config.validate()
-    seeds = [int(check_number("seeds", s, low=0, integer=True)) for s in seeds]
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise ValueError(f"seeds must be distinct non-negative integers, got {seeds}")
+    seeds = check_seeds(seeds)
     if config.optimizer != "adam":
         raise ValueError("optimizer: seed batching runs Adam only")
+    if config.clip != "none":
+        raise ValueError("clip: seed batching runs without a gradient clipper (a clipper sees "
+                         "the norm of all K seeds' gradients together)")
     if config.model == "quadratic":
         raise ValueError("model: seed batching needs a model with data, not 'quadratic'")
     return seeds
+
+
+def batchable(config: RunConfig) -> bool:
+    """Whether :func:`run_seeds` can train ``config``: torch's Adam, no clipper, full batch, a
+    model with data (the other runs are trained one seed at a time by :func:`utils.runs.run`)."""
+    return (config.optimizer == "adam" and config.clip == "none" and not config.batch_size
+            and config.model != "quadratic")
 
 
 def run_seeds(config: RunConfig, seeds) -> list[RunResult]:

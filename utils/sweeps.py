@@ -46,7 +46,7 @@ from tqdm import tqdm
 from . import __version__
 from .parallel import _check_count, _scheduler_address, chunk_seeds, dask_client
 from .runs import REPO_ROOT, RunConfig, RunResult, display_path
-from .seeds import check_seed_run, run_seeds
+from .seeds import batchable, check_seed_run, check_seeds, run_seeds
 
 SWEEP_DIR = REPO_ROOT / "data" / "sweeps"
 """Where the finished tables go, one ``<name>.csv.gz`` per sweep (committed)."""
@@ -137,7 +137,11 @@ def _check_sweep(sweep: Sweep, resolve: bool = True) -> None:
     if not sweep.configs or not all(isinstance(c, RunConfig) for c in sweep.configs):
         raise ValueError(f"configs must be a non-empty tuple of RunConfig, got {sweep.configs!r}")
     for config in sweep.configs:
-        check_seed_run(config, sweep.seeds)  # config.validate(); distinct seeds >= 0; Adam
+        if sweep.trains or not batchable(config):   # trained one seed at a time
+            config.validate()
+            check_seeds(sweep.seeds)
+        else:
+            check_seed_run(config, sweep.seeds)  # config.validate(); distinct seeds >= 0; Adam
     keys = [config_key(c) for c in sweep.configs]
     if len(set(keys)) != len(keys):
         raise ValueError("configs must be distinct (ignoring progress)")
@@ -170,7 +174,7 @@ def resolve_evaluate(evaluate: str):
 
 # ------------------------------------------------------------------------------ tasks, keys
 
-LATER_FIELDS = {"batch_size": 0}
+LATER_FIELDS = {"batch_size": 0, "clip": "none"}
 """RunConfig fields added after sweeps were first stored, with their default: a config that
 leaves one at its default is written (and keyed) without it, so the keys of stored tables stay
 valid and a new field only enters the key of the configs that use it."""
@@ -224,8 +228,18 @@ def sweep_tasks(sweep: Sweep) -> list[Task]:
 def run_task(config: RunConfig, seeds, evaluate: str) -> list[dict]:
     """Train ``seeds`` of ``config`` as one batched :func:`~utils.seeds.run_seeds` call (no
     progress bar) and evaluate them: one row per seed, in the order of ``seeds``, holding
-    ``seed``, ``config_key`` and the columns returned by the evaluate function."""
-    results = run_seeds(dataclasses.replace(config, progress=False), list(seeds))
+    ``seed``, ``config_key`` and the columns returned by the evaluate function. A config that
+    seed batching cannot train (:func:`~utils.seeds.batchable`: a library's optimizer or a
+    gradient clipper) is trained one seed at a time by :func:`~utils.runs.run`, without spot
+    checks (as :func:`~utils.seeds.run_seeds`)."""
+    config = dataclasses.replace(config, progress=False)
+    if batchable(config):
+        results = run_seeds(config, list(seeds))
+    else:
+        from .runs import run
+
+        results = [run(dataclasses.replace(config, seed=int(s)), spot_checks=False)
+                   for s in seeds]
     rows = resolve_evaluate(evaluate)(results)
     if len(rows) != len(results) or not all(isinstance(r, dict) for r in rows):
         raise ValueError(f"evaluate {evaluate!r} must return one dict per result "
@@ -543,6 +557,23 @@ def _register_phase_sweep() -> None:
 
 
 _register_phase_sweep()
+
+
+def _register_mitigation_sweep() -> None:
+    """Chapter 7's methods on the MLP, CNN and Transformer (:func:`utils.mitigations.
+    mitigation_config`), seeds 0-9 of a config in one task (batched where Adam allows it)."""
+    from .mitigations import ARCHITECTURES, METHODS, MITIGATION_SEEDS, mitigation_config
+
+    register(Sweep(
+        name="mitigations",
+        configs=tuple(mitigation_config(a, m) for a in ARCHITECTURES for m in METHODS),
+        seeds=MITIGATION_SEEDS, evaluate="utils.mitigations:mitigation_rows",
+        seeds_per_task=len(MITIGATION_SEEDS),
+        description="Adam, larger ε, smaller β2, StableAdamW, SPAM, ZClip and Adam-atan2 on the "
+                    "MLP, CNN and Transformer, 10 seeds"))
+
+
+_register_mitigation_sweep()
 
 
 # ------------------------------------------------------------------------------------- CLI
