@@ -31,11 +31,11 @@ def counted(monkeypatch):
     """Count the calls of run_task (by their seeds); ``fail`` makes the calls for those seeds raise."""
     calls, fail, real = [], set(), sweeps.run_task
 
-    def wrapper(config, seeds, evaluate):
+    def wrapper(config, seeds, evaluate, batched=True):
         calls.append(tuple(seeds))
         if fail & set(seeds):
             raise RuntimeError("injected failure")
-        return real(config, seeds, evaluate)
+        return real(config, seeds, evaluate, batched)
 
     monkeypatch.setattr(sweeps, "run_task", wrapper)
     return calls, fail
@@ -272,3 +272,20 @@ def test_fields_added_later_enter_the_key_only_when_used():
     batched = dataclasses.replace(config, batch_size=8)
     assert json.loads(sweeps.config_json(batched))["batch_size"] == 8
     assert sweeps.config_key(batched) != sweeps.config_key(config)
+
+
+def test_batch_models_trains_the_other_models_one_seed_at_a_time(monkeypatch):
+    """A sweep whose batch_models leaves a model out trains its seeds with run(), one by one,
+    under another task key; the rows are those of separate runs."""
+    import utils.runs
+
+    single = dataclasses.replace(TINY, name="tiny-single", batch_models=())
+    assert not single.batched(TINY.configs[0]) and TINY.batched(TINY.configs[0])
+    (a, _), (b, _) = sweep_tasks(TINY), sweep_tasks(single)
+    assert a.batched and not b.batched and a.key != b.key
+    calls = []
+    real = utils.runs.run
+    monkeypatch.setattr(utils.runs, "run", lambda c, **k: calls.append(c.seed) or real(c, **k))
+    monkeypatch.setattr(sweeps, "run_seeds", lambda *a, **k: pytest.fail("batched"))
+    rows = sweeps.run_task(b.config, b.seeds, single.evaluate, b.batched)
+    assert calls == list(b.seeds) and [r["seed"] for r in rows] == list(b.seeds)

@@ -404,3 +404,77 @@ def plot_phase(grid, fit=None, reference=None, share=None, ax=None, title: str =
     ax.set_title(title, fontsize="small")
     ax.legend(fontsize="x-small", loc="lower right")
     return ax
+
+
+def plot_method_runs(results: dict, lr: float, labels: dict | None = None):
+    """Runs of one model under several methods (name -> RunResult): the loss with each run's
+    spikes marked (top) and λ_max(Ĥ) against 2/η where the method has Adam's D (bottom)."""
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    colors = sns.color_palette("tab10", len(results))
+    for color, (name, result) in zip(colors, results.items()):
+        label = (labels or {}).get(name, name)
+        m = result.metrics
+        top.semilogy(m["step"], m["loss"], lw=1, color=color,
+                     label=f"{label} ({len(result.spikes)} spikes)")
+        for s in result.spikes:
+            top.plot(s.start, m["loss"].iloc[s.start - 1], "v", color=color, ms=5)
+        if "lambda_max_pre" in m:
+            t = m.dropna(subset=["lambda_max_pre"])
+            bottom.plot(t["step"], t["lambda_max_pre"], lw=1, color=color, label=label)
+    bottom.axhline(2.0 / lr, color="k", ls="--", lw=1, label=r"$2/\eta$")
+    bottom.set_yscale("log")
+    top.set_ylabel("training loss (MSE)")
+    bottom.set_ylabel(LABELS["lambda_max_pre"])
+    bottom.set_xlabel("step $t$ (triangles: spike starts)")
+    top.legend(loc="best", fontsize="x-small")
+    bottom.legend(loc="best", fontsize="x-small")
+    fig.tight_layout()
+    return fig
+
+
+def plot_mitigation_tradeoff(relative, labels: dict, axes=None):
+    """One panel per architecture: each method's share of Adam's spikes removed (x) against
+    its median final loss over Adam's (y, log), with the 95 % intervals over seeds, from
+    :func:`utils.mitigations.relative_to_baseline`."""
+    archs = list(dict.fromkeys(relative.index.get_level_values("architecture")))
+    if axes is None:
+        _, axes = plt.subplots(1, len(archs), figsize=(4.2 * len(archs), 4.2), sharey=True)
+    colors = dict(zip(labels, sns.color_palette("tab20", len(labels))))
+    for ax, arch in zip(np.atleast_1d(axes), archs):
+        g = relative.xs(arch, level="architecture")
+        for method, row in g.iterrows():
+            x = 1 - row["spike_ratio"]
+            xerr = [[max(x - (1 - row["spike_ratio_high"]), 0)],
+                    [max((1 - row["spike_ratio_low"]) - x, 0)]]
+            y = row["loss_ratio"]
+            yerr = [[max(y - row["loss_ratio_low"], 0)],
+                    [max(min(row["loss_ratio_high"], 1e6) - y, 0)]]
+            ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="o", ms=5, capsize=2, lw=0.8,
+                        color=colors.get(method), label=labels.get(method, method))
+        ax.axhline(1, color="0.4", lw=0.8, ls=":")
+        ax.axvline(0, color="0.4", lw=0.8, ls=":")
+        ax.set_yscale("log")
+        ax.set_xlabel("share of Adam's spikes removed")
+        ax.set_title(arch)
+    np.atleast_1d(axes)[0].set_ylabel("median final loss / Adam's")
+    handles, names = np.atleast_1d(axes)[0].get_legend_handles_labels()
+    np.atleast_1d(axes)[0].figure.legend(handles, names, loc="lower center", ncol=6,
+                                         fontsize="x-small", frameon=False)
+    np.atleast_1d(axes)[0].figure.tight_layout(rect=(0, 0.1, 1, 1))
+    return axes
+
+
+def plot_best_loss(curves, target: float, labels: dict, ax=None, title: str = ""):
+    """The median over seeds of each method's best loss so far (columns of ``curves``, from
+    :func:`utils.mitigations.median_curves`) against step, with the target loss."""
+    ax = ax or plt.gca()
+    colors = dict(zip(labels, sns.color_palette("tab20", len(labels))))
+    for method in curves:
+        ax.semilogy(curves.index, curves[method], lw=1.2, color=colors.get(method),
+                    label=labels.get(method, method), ls="-" if method == "adam" else "--"
+                    if method.startswith(("eps", "beta2")) else "-.")
+    ax.axhline(target, color="k", lw=1, ls=":", label="target (2 × Adam's final loss)")
+    ax.set_xlabel("step $t$")
+    ax.set_ylabel("best loss so far (median of seeds)")
+    ax.set_title(title)
+    return ax

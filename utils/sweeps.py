@@ -71,6 +71,9 @@ class Sweep:
     ``trains=True``: the evaluate function trains its own runs instead (for runs that need
     more than one batched training, such as forks from checkpoints):
     ``f(config, seeds) -> list[dict]``, any number of rows per seed, each holding its ``seed``.
+    ``batch_models``: the models whose seeds are batched in one
+    :func:`~utils.seeds.run_seeds` call where it can run them (None: every model); the others
+    are trained one seed at a time (where batching is slower, as for convolutions with tracking).
     Lists given for ``configs`` or ``seeds`` are stored as tuples.
     """
 
@@ -82,12 +85,20 @@ class Sweep:
     description: str = ""
     public: bool = True
     trains: bool = False
+    batch_models: tuple | None = None
 
     def __post_init__(self):
         if isinstance(self.configs, RunConfig):
             object.__setattr__(self, "configs", (self.configs,))
         object.__setattr__(self, "configs", tuple(self.configs))
         object.__setattr__(self, "seeds", tuple(self.seeds))
+        if self.batch_models is not None:
+            object.__setattr__(self, "batch_models", tuple(self.batch_models))
+
+    def batched(self, config: RunConfig) -> bool:
+        """Whether the seeds of ``config`` are trained as one batch (see ``batch_models``)."""
+        return batchable(config) and (self.batch_models is None
+                                      or config.model in self.batch_models)
 
     @property
     def n_runs(self) -> int:
@@ -97,12 +108,14 @@ class Sweep:
 
 @dataclass(frozen=True)
 class Task:
-    """One unit of work: ``seeds`` of ``configs[config_index]``, cached under ``key``."""
+    """One unit of work: ``seeds`` of ``configs[config_index]``, cached under ``key``, trained
+    as one batch if ``batched``."""
 
     config_index: int
     config: RunConfig
     seeds: tuple
     key: str
+    batched: bool = True
 
 
 class SweepTaskError(RuntimeError):
@@ -137,7 +150,7 @@ def _check_sweep(sweep: Sweep, resolve: bool = True) -> None:
     if not sweep.configs or not all(isinstance(c, RunConfig) for c in sweep.configs):
         raise ValueError(f"configs must be a non-empty tuple of RunConfig, got {sweep.configs!r}")
     for config in sweep.configs:
-        if sweep.trains or not batchable(config):   # trained one seed at a time
+        if sweep.trains or not sweep.batched(config):   # trained one seed at a time
             config.validate()
             check_seeds(sweep.seeds)
         else:
@@ -205,14 +218,17 @@ def config_key(config: RunConfig) -> str:
     return _hash(config_json(config))
 
 
-def task_key(config: RunConfig, seeds, evaluate: str, trains: bool = False) -> str:
+def task_key(config: RunConfig, seeds, evaluate: str, trains: bool = False,
+             batched: bool = True) -> str:
     """16 hex digits of the SHA-256 of the JSON of the config (no ``progress``), the seeds, the
-    evaluate function's name (and ``trains`` when set) and ``utils.__version__``: the name of
-    the task's cache file."""
+    evaluate function's name (and ``trains`` when set, ``batched`` when not) and
+    ``utils.__version__``: the name of the task's cache file."""
     fields = {"config": _config_dict(config), "seeds": [int(s) for s in seeds],
               "evaluate": evaluate, "utils_version": __version__}
     if trains:
         fields["trains"] = True
+    if not batched:
+        fields["batched"] = False
     return _hash(json.dumps(fields, sort_keys=True, default=str))
 
 
@@ -220,20 +236,24 @@ def sweep_tasks(sweep: Sweep) -> list[Task]:
     """The tasks of ``sweep``, config by config: its seeds in ⌈len(seeds)/seeds_per_task⌉
     contiguous, balanced chunks (:func:`~utils.parallel.chunk_seeds`)."""
     n_chunks = math.ceil(len(sweep.seeds) / sweep.seeds_per_task)
-    return [Task(i, config, tuple(chunk), task_key(config, chunk, sweep.evaluate, sweep.trains))
-            for i, config in enumerate(sweep.configs)
-            for chunk in chunk_seeds(list(sweep.seeds), n_chunks)]
+    tasks = []
+    for i, config in enumerate(sweep.configs):
+        batched = sweep.trains or sweep.batched(config)   # trains: the evaluate decides
+        for chunk in chunk_seeds(list(sweep.seeds), n_chunks):
+            key = task_key(config, chunk, sweep.evaluate, sweep.trains, batched)
+            tasks.append(Task(i, config, tuple(chunk), key, batched))
+    return tasks
 
 
-def run_task(config: RunConfig, seeds, evaluate: str) -> list[dict]:
+def run_task(config: RunConfig, seeds, evaluate: str, batched: bool = True) -> list[dict]:
     """Train ``seeds`` of ``config`` as one batched :func:`~utils.seeds.run_seeds` call (no
     progress bar) and evaluate them: one row per seed, in the order of ``seeds``, holding
     ``seed``, ``config_key`` and the columns returned by the evaluate function. A config that
     seed batching cannot train (:func:`~utils.seeds.batchable`: a library's optimizer or a
-    gradient clipper) is trained one seed at a time by :func:`~utils.runs.run`, without spot
-    checks (as :func:`~utils.seeds.run_seeds`)."""
+    gradient clipper), or any config with ``batched=False``, is trained one seed at a time by
+    :func:`~utils.runs.run`, without spot checks (as :func:`~utils.seeds.run_seeds`)."""
     config = dataclasses.replace(config, progress=False)
-    if batchable(config):
+    if batched and batchable(config):
         results = run_seeds(config, list(seeds))
     else:
         from .runs import run
@@ -271,11 +291,13 @@ def run_training_task(config: RunConfig, seeds, evaluate: str) -> list[dict]:
              **{k: v for k, v in row.items() if k != "seed"}} for row in rows]
 
 
-def _execute(config: RunConfig, seeds, evaluate: str, trains: bool = False) -> dict:
+def _execute(config: RunConfig, seeds, evaluate: str, trains: bool = False,
+             batched: bool = True) -> dict:
     """What a task sends back and the cache keeps: its rows, the provenance of the process
     that ran it, and its wall time in seconds."""
     t0 = time.perf_counter()
-    rows = (run_training_task if trains else run_task)(config, seeds, evaluate)
+    rows = (run_training_task(config, seeds, evaluate) if trains
+            else run_task(config, seeds, evaluate, batched))
     return {"rows": rows, "provenance": provenance(), "seconds": time.perf_counter() - t0}
 
 
@@ -415,7 +437,8 @@ def run_sweep(sweep, *, workers=None, scheduler=None, cache_dir=None, out=None, 
         if missing and serial:
             for task in missing:
                 try:
-                    record = _execute(task.config, task.seeds, sweep.evaluate, sweep.trains)
+                    record = _execute(task.config, task.seeds, sweep.evaluate, sweep.trains,
+                                      task.batched)
                 except Exception as err:
                     raise failed(task, err) from err
                 finish(task, record)
@@ -424,7 +447,8 @@ def run_sweep(sweep, *, workers=None, scheduler=None, cache_dir=None, out=None, 
                 from distributed import as_completed
 
                 futures = {client.submit(_execute, t.config, t.seeds, sweep.evaluate,
-                                         sweep.trains, pure=False): t for t in missing}
+                                         sweep.trains, t.batched, pure=False): t
+                           for t in missing}
                 for future in as_completed(futures):
                     task = futures[future]
                     try:
@@ -568,7 +592,7 @@ def _register_mitigation_sweep() -> None:
         name="mitigations",
         configs=tuple(mitigation_config(a, m) for a in ARCHITECTURES for m in METHODS),
         seeds=MITIGATION_SEEDS, evaluate="utils.mitigations:mitigation_rows",
-        seeds_per_task=len(MITIGATION_SEEDS),
+        seeds_per_task=len(MITIGATION_SEEDS), batch_models=("mlp",),
         description="Adam, larger ε, smaller β2, StableAdamW, SPAM, ZClip and Adam-atan2 on the "
                     "MLP, CNN and Transformer, 10 seeds"))
 
