@@ -97,8 +97,11 @@ def skip_unless_same_kernels(stored, sweep_name: str):
 
 
 def assert_rows_match(rows, old):
-    """Recomputed sweep rows against stored ones, column by column: numbers within float
-    tolerance, everything else (verdicts, counts, names) exactly."""
+    """Recomputed sweep rows against stored ones, column by column: numbers within 1e-4
+    relative, everything else (verdicts, counts, spike steps, names) exactly. Not bit for bit:
+    two CPU models with the same instruction set can still round differently inside torch's
+    kernels, and the runs amplify rounding over thousands of steps (a fork's largest loss
+    ratio came out 9e-6 apart on two such machines, with every outcome the same)."""
     import numpy as np
     import pandas as pd
 
@@ -106,7 +109,7 @@ def assert_rows_match(rows, old):
     for col in rows.columns:
         a, b = rows[col].reset_index(drop=True), old[col].reset_index(drop=True)
         if pd.api.types.is_float_dtype(a) or pd.api.types.is_float_dtype(b):
-            np.testing.assert_allclose(a.astype(float), b.astype(float), rtol=1e-6, atol=1e-12,
+            np.testing.assert_allclose(a.astype(float), b.astype(float), rtol=1e-4, atol=1e-12,
                                        err_msg=col)
         else:
             assert list(a.astype(object)) == list(b.astype(object)), col

@@ -267,13 +267,20 @@ def plot_fork(base, results: dict, fork: int, lr: float,
         bottom.plot(t["step"], t["lambda_max_pre"], lw=1, label=name.replace("_", " "))
     for ax in (top, bottom):
         ax.axvline(fork, color="k", ls=":", lw=1)
+    return _finish_loss_over_curvature(fig, lr, "step $t$ (dotted: the fork)", "small")
+
+
+def _finish_loss_over_curvature(fig, lr: float, xlabel: str, fontsize: str):
+    """The two panels of a loss (top) over λ_max(Ĥ) (bottom) figure: the 2/η line, log scale,
+    labels and legends."""
+    top, bottom = fig.axes[:2]
     bottom.axhline(2.0 / lr, color="k", ls="--", lw=1, label=r"$2/\eta$")
     bottom.set_yscale("log")
     top.set_ylabel("training loss (MSE)")
     bottom.set_ylabel(LABELS["lambda_max_pre"])
-    bottom.set_xlabel("step $t$ (dotted: the fork)")
-    top.legend(loc="best", fontsize="small")
-    bottom.legend(loc="best", fontsize="small")
+    bottom.set_xlabel(xlabel)
+    top.legend(loc="best", fontsize=fontsize)
+    bottom.legend(loc="best", fontsize=fontsize)
     fig.tight_layout()
     return fig
 
@@ -421,15 +428,7 @@ def plot_method_runs(results: dict, lr: float, labels: dict | None = None):
         if "lambda_max_pre" in m:
             t = m.dropna(subset=["lambda_max_pre"])
             bottom.plot(t["step"], t["lambda_max_pre"], lw=1, color=color, label=label)
-    bottom.axhline(2.0 / lr, color="k", ls="--", lw=1, label=r"$2/\eta$")
-    bottom.set_yscale("log")
-    top.set_ylabel("training loss (MSE)")
-    bottom.set_ylabel(LABELS["lambda_max_pre"])
-    bottom.set_xlabel("step $t$ (triangles: spike starts)")
-    top.legend(loc="best", fontsize="x-small")
-    bottom.legend(loc="best", fontsize="x-small")
-    fig.tight_layout()
-    return fig
+    return _finish_loss_over_curvature(fig, lr, "step $t$ (triangles: spike starts)", "x-small")
 
 
 def plot_mitigation_tradeoff(relative, labels: dict, axes=None):
