@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 CHAPTERS  := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
-NOTEBOOKS := book/intro.ipynb book/rerun.ipynb book/definitions.ipynb $(CHAPTERS) book/measurements.ipynb
+NOTEBOOKS := book/intro.ipynb book/rerun.ipynb book/definitions.ipynb book/api_monitor.ipynb $(CHAPTERS) book/measurements.ipynb
 export OMP_NUM_THREADS ?= 2
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
