@@ -15,6 +15,11 @@
 4. Seeds per minute on every core (worker processes of a Dask ``LocalCluster``, seeds batched
    in each) over one unbatched single-seed process.
 5. The wall time of each chapter's default papermill run (``--chapters``).
+6. The spike monitor (``utils.monitor``) at ``every=10``: a plain training loop against the same
+   loop with the monitor attached, side by side in interleaved chunks, on the chapter models
+   (full batch) and on the chapter-9 language model (mini-batches); ``monitor_overhead`` is the
+   ratio of their wall times on the language model (``monitor_overhead_finite_difference``: the
+   same with finite-difference products).
 
 Timings are medians of per-step times, with ``torch.set_num_threads`` fixed; ratios, not
 seconds, are what transfers between machines. Results: ``_build/bench/results.json``.
@@ -437,6 +442,62 @@ def seeds_per_minute(config: RunConfig, steps: int, n_seeds: int, workers: int) 
             "single_seeds_per_minute": 60 / best, "ratio": n_seeds * best / parallel}
 
 
+# ---- 6. the spike monitor ------------------------------------------------------------------
+
+def _monitor_problem(name: str, device: str):
+    """(model, optimizer, loss_fn, batch_of(step)) of a monitored loop: a chapter model on its
+    full batch, or the chapter-9 language model on mini-batches of its generated corpus."""
+    from utils.lm import WATCH, CharData, TinyGPT, grammar_corpus, lm_loss
+
+    if name == "lm":
+        data = CharData(grammar_corpus(WATCH["corpus_chars"]), context=WATCH["context"])
+        model = TinyGPT(data.vocab_size, context=WATCH["context"]).to(device)
+        opt = torch.optim.Adam(model.parameters(), lr=WATCH["lr"])
+        return model, opt, lm_loss, lambda step: data.batch(WATCH["batch_size"], step, device)
+    config = chapter_config(MODELS[name], device=device, progress=False)
+    data = build_data(config)
+    model, _ = build_problem(config)
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    batch = (data.inputs, data.targets)
+    return model, opt, lambda m, b: mse(m(b[0]), b[1]), lambda step: batch
+
+
+def monitor_overhead(name: str, device: str, steps: int, every: int = 10, chunk: int = 20,
+                     hvp: str = "auto"):
+    """Wall time of ``steps`` steps of a loop with the monitor at ``every`` over the same loop
+    without it (two copies of the same model trained side by side, interleaved in chunks), and
+    the monitor's own account of its cost."""
+    from utils.monitor import SpikeMonitor
+
+    def loop(monitored: bool):
+        model, opt, loss_fn, batch_of = _monitor_problem(name, device)
+        monitor = (SpikeMonitor(model, opt, loss_fn, every=every, hvp=hvp) if monitored
+                   else None)
+        step = 0
+        while True:
+            step += 1
+            batch = batch_of(step)
+            t0 = time.perf_counter()
+            opt.zero_grad()
+            loss_fn(model, batch).backward()
+            if monitor is not None:
+                monitor.observe(batch)
+            opt.step()
+            if monitor is not None:
+                monitor.after_step()
+            yield time.perf_counter() - t0, monitor
+
+    records = interleaved({"plain": (loop(False), steps), "monitored": (loop(True), steps)},
+                          chunk)
+    plain = sum(t for t, _ in records["plain"])
+    monitored = sum(t for t, _ in records["monitored"])
+    report = records["monitored"][-1][1].report()
+    return {"every": every, "steps": steps, "plain_ms_per_step": 1e3 * plain / steps,
+            "monitored_ms_per_step": 1e3 * monitored / steps,
+            "overhead_ratio": monitored / plain, "monitor_own_ratio": report["overhead_ratio"],
+            "hvp": report["hvp"]}
+
+
 # ---- 5. chapters ---------------------------------------------------------------------------
 
 def chapter_times():
@@ -473,6 +534,10 @@ def main(argv=None):
                         help="seeds run on every core for seeds_per_minute_ratio")
     parser.add_argument("--parallel-steps", type=int, default=1000,
                         help="steps of each of those seeds (chapter 1's model and interval)")
+    parser.add_argument("--monitor-steps", type=int, default=200,
+                        help="steps of each loop in the monitor's overhead (section 6)")
+    parser.add_argument("--monitor-models", default="mlp,cnn,transformer,lm",
+                        help="models of the monitor's overhead ('lm': the chapter-9 model)")
     parser.add_argument("--chapters", action="store_true", help="also time every chapter")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
@@ -493,7 +558,18 @@ def main(argv=None):
         print(f"  chapter model {name} ...", file=sys.stderr)
         models[name] = model_costs(MODELS[name], args.device, int(warmups[name]),
                                    args.model_tracked, args.tol, args.repeats)
+    monitor = {}
+    for name in [m for m in args.monitor_models.split(",") if m]:
+        print(f"  the monitor on {name} ...", file=sys.stderr)
+        monitor[name] = monitor_overhead(name, args.device, args.monitor_steps)
+    if "lm" in monitor:   # the product that fits everywhere, on the same model
+        monitor["lm_finite_difference"] = monitor_overhead("lm", args.device, args.monitor_steps,
+                                                           hvp="finite_difference")
     results = {
+        "monitor_overhead": monitor["lm"]["overhead_ratio"] if "lm" in monitor else None,
+        "monitor_overhead_finite_difference": (monitor["lm_finite_difference"]["overhead_ratio"]
+                                               if "lm" in monitor else None),
+        "monitor": monitor,
         "tracking_cost_ratio": cost["ours"]["cost_ratio"],
         "cold_eigsh_cost_ratio": cost["cold_eigsh"]["cost_ratio"],
         "cold_power_cost_ratio": cost["cold_power"]["cost_ratio"],
@@ -536,6 +612,7 @@ def main(argv=None):
     print(pd.DataFrame(models).T[["hvps_per_tracked_step", "max_rel_error_lambda_max",
                                   "uncertified_steps", "tracked_over_plain",
                                   "tracked_over_floor"]].to_string(float_format=lambda x: f"{x:.3g}"))
+    print(pd.DataFrame(monitor).T.to_string(float_format=lambda x: f"{x:.3g}"))
     if args.chapters:
         print(pd.Series(results["chapter_seconds"], name="seconds").to_string())
     print(f"seeds per minute on {per_minute['workers']} worker processes: "

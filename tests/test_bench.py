@@ -21,7 +21,8 @@ def test_benchmark_runs_on_tiny_settings(tmp_path, capsys):
     bench.main(["--warmup", "20", "--steps", "6", "--cold-steps", "2", "--seed-steps", "3",
                 "--model-warmup", "mlp:5,cnn:2,transformer:2", "--model-tracked", "3",
                 "--parallel-seeds", "2", "--parallel-steps", "5",
-                "--seed-counts", "1,2", "--repeats", "3", "--out", str(out)])
+                "--seed-counts", "1,2", "--repeats", "3", "--monitor-steps", "20",
+                "--out", str(out)])
     result = json.loads(out.read_text())
     assert result["max_rel_error_lambda_max"] < 1e-3
     assert result["hvps_per_step"] < result["cold_eigsh_hvps_per_step"]
@@ -31,6 +32,8 @@ def test_benchmark_runs_on_tiny_settings(tmp_path, capsys):
     for name, m in result["models"].items():
         assert set(MODEL_KEYS) <= set(m), name
         assert m["max_rel_error_lambda_max"] < 1e-3 and m["uncertified_steps"] == 0, name
+    assert set(result["monitor"]) == {"mlp", "cnn", "transformer", "lm", "lm_finite_difference"}
+    assert result["monitor_overhead"] == result["monitor"]["lm"]["overhead_ratio"] > 1
     assert "ms/step" in capsys.readouterr().out
 
 

@@ -18,6 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+WATCH = {"corpus_chars": 200_000, "context": 64, "batch_size": 16, "lr": 3e-3}
+"""The chapter-9 run's data and step size (the benchmark of the monitor uses the same)."""
+
 _WORDS = {
     "det": ["the", "a", "every", "no", "some", "this"],
     "adj": ["red", "small", "quiet", "old", "bright", "heavy", "strange", "green", "lazy"],

@@ -24,7 +24,7 @@ in a tqdm postfix when given the loop's bar):
 * every ``every`` steps, on the batch it is given or on ``eval_batch``: ``lambda_grad_pre``,
   form (B) of λ_grad(Ĥ_t) = c_t (Dg)ᵀH(Dg)/(gᵀDg), from one Hessian-vector product;
   optionally ``lambda_max_pre`` (λ_max(Ĥ_t), warm-started by the book's engine); the g²/v
-  summaries (:func:`utils.adam_state.decoupling_statistics`); ``update_rms/<name>``, the RMS
+  summaries (:func:`decoupling_summary`: the median of g²/v_{t−1} and the share below 1e-2); ``update_rms/<name>``, the RMS
   of each tensor's update; and ``hvp``, which product the row used;
 * ``threshold`` (2/η at that step) and ``alarm``, by the rule :class:`AlarmRule` names
   (default: λ_grad(Ĥ) > 2/η, the signal chapter 6 found to beat "the loss rose").
@@ -50,7 +50,7 @@ from pathlib import Path
 import torch
 from torch.func import functional_call
 
-from .adam_state import decoupling_statistics, momentum_factor
+from .adam_state import momentum_factor
 from .curvature import curvatures_along_gradient
 from .detectors import secant_curvature
 from .hvp import LossHessian, flatten
@@ -87,6 +87,19 @@ class _StandIn:
         cast = lambda x: x.to(self.dtype) if torch.is_tensor(x) and x.is_floating_point() else x
         return functional_call(self.module, self.tensors, tuple(map(cast, args)),
                                {k: cast(v) for k, v in kwargs.items()})
+
+
+def decoupling_summary(g: torch.Tensor, v_prev: torch.Tensor, small: float = 1e-2) -> dict:
+    """The median of ρ = g²/v_{t−1} over the coordinates with v_{t−1} > 0 and the share of them
+    with ρ < ``small`` (the two summaries of :func:`utils.adam_state.decoupling_statistics` the
+    monitor logs; a median by selection, not by sorting, so that it stays cheap on large
+    models). NaN before the first step, where v = 0."""
+    keep = v_prev > 0
+    if not bool(keep.any()):
+        return {"g2_over_v_median": math.nan, "g2_over_v_frac_small": math.nan}
+    rho = g[keep] ** 2 / v_prev[keep]
+    return {"g2_over_v_median": float(rho.median()),
+            "g2_over_v_frac_small": float((rho < small).float().mean())}
 
 
 def _is_oom_or_no_double_backward(err: BaseException) -> bool:
@@ -218,10 +231,12 @@ class SpikeMonitor:
         beta1, beta2 = group["betas"]
         return float(beta1), float(beta2), float(group["eps"])
 
-    def _lr_scale(self) -> torch.Tensor:
+    def _lr_scale(self) -> torch.Tensor | None:
         """Each coordinate's η over the first group's, flat: folded into D, so that one
-        threshold 2/η serves every group."""
+        threshold 2/η serves every group (None when every group has the same η)."""
         lrs = self.lr_now()
+        if len(set(lrs)) == 1:
+            return None
         return torch.cat([torch.full((p.numel(),), lr / lrs[0], dtype=self.dtype,
                                      device=p.device) for p, lr in zip(self.params, lrs)])
 
@@ -258,7 +273,6 @@ class SpikeMonitor:
             self._check_loss(batch)   # before the loop's first update
         g = self._flat_grad()
         theta = flatten([p.detach() for p in self.params]).to(self.dtype)
-        d, c, t, v_prev, v_new = self.preconditioner(g)
         threshold = 2.0 / self.lr_now()[0]
         row = {"step": self.step, "threshold": threshold,
                "loss": float(loss.detach() if torch.is_tensor(loss) else loss)
@@ -272,9 +286,10 @@ class SpikeMonitor:
             if measured is None:
                 raise ValueError("batch: give observe() the step's batch, or the monitor an "
                                  "eval_batch")
-            row.update(self._curvature(measured, d * self._lr_scale(), c))
-            row.update({k: v for k, v in decoupling_statistics(g, v_prev, v_new).items()
-                        if k in ("g2_over_v_median", "g2_over_v_frac_small")})
+            d, c, _, v_prev, _ = self.preconditioner(g)
+            scale = self._lr_scale()
+            row.update(self._curvature(measured, d if scale is None else d * scale, c))
+            row.update(decoupling_summary(g, v_prev))
             self._pending = theta
         self._prev = (g, theta)
         self._row = row
@@ -332,7 +347,8 @@ class SpikeMonitor:
         tick = time.perf_counter()
         row = self._row
         d, c = self._read_state()
-        self._prev_d = (d * self._lr_scale(), c)
+        scale = self._lr_scale()
+        self._prev_d = (d if scale is None else d * scale, c)
         if self._pending is not None:
             theta_new = flatten([p.detach() for p in self.params]).to(self.dtype)
             start = 0
