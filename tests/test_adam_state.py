@@ -65,3 +65,17 @@ def test_decoupling_statistics_known_values():
     assert out["g2_over_v_q10"] == pytest.approx(1e-4)
     assert out["v_ratio_median"] == pytest.approx(0.999)
     assert out["v_ratio_q90"] == pytest.approx(1.003)
+
+
+def test_quantiles_by_selection_are_the_sorted_elements():
+    """_quantiles picks by kthvalue exactly the elements that indexing the sorted vector at
+    round(q (n − 1)) picks, ties and odd and even lengths included."""
+    from utils.adam_state import QUANTILES, _quantiles
+
+    gen = torch.Generator().manual_seed(0)
+    for n in (1, 2, 7, 10, 1001):
+        x = torch.randint(0, 5, (n,), generator=gen).double() * torch.rand(n, generator=gen,
+                                                                          dtype=torch.float64)
+        xs = x.sort().values
+        want = [float(xs[int(i)]) for i in (torch.tensor(QUANTILES) * (n - 1)).round().long()]
+        assert _quantiles(x, QUANTILES) == want

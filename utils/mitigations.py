@@ -360,7 +360,7 @@ def eps_bound_table(table: pd.DataFrame) -> pd.DataFrame:
             runs = g[g["method"] == name]
             if not len(runs):
                 continue
-            eps = METHODS[name].changes.get("eps", 1e-8)
+            eps = mitigation_config(arch, name).eps
             checks = {"bound_predicts_none": bool((eps >= runs["eps_needed"]).all()),
                       "crossings_stop": bool((runs["share_above"] == 0).all()),
                       "spikes_stop": bool((runs["n_spikes"] == 0).all())}

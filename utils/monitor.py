@@ -24,7 +24,8 @@ in a tqdm postfix when given the loop's bar):
 * every ``every`` steps, on the batch it is given or on ``eval_batch``: ``lambda_grad_pre``,
   form (B) of λ_grad(Ĥ_t) = c_t (Dg)ᵀH(Dg)/(gᵀDg), from one Hessian-vector product;
   optionally ``lambda_max_pre`` (λ_max(Ĥ_t), warm-started by the book's engine); the g²/v
-  summaries (:func:`decoupling_summary`: the median of g²/v_{t−1} and the share below 1e-2); ``update_rms/<name>``, the RMS
+  summaries (:func:`utils.adam_state.g2_over_v_statistics`: the median and 10 % / 90 %
+  quantiles of g²/v_{t−1} and the share below 1e-2); ``update_rms/<name>``, the RMS
   of each tensor's update; and ``hvp``, which product the row used;
 * ``threshold`` (2/η at that step) and ``alarm``, by the rule :class:`AlarmRule` names
   (default: λ_grad(Ĥ) > 2/η, the signal chapter 6 found to beat "the loss rose").
@@ -50,7 +51,7 @@ from pathlib import Path
 import torch
 from torch.func import functional_call
 
-from .adam_state import momentum_factor
+from .adam_state import g2_over_v_statistics, momentum_factor
 from .curvature import curvatures_along_gradient
 from .detectors import secant_curvature
 from .hvp import LossHessian, flatten
@@ -87,19 +88,6 @@ class _StandIn:
         cast = lambda x: x.to(self.dtype) if torch.is_tensor(x) and x.is_floating_point() else x
         return functional_call(self.module, self.tensors, tuple(map(cast, args)),
                                {k: cast(v) for k, v in kwargs.items()})
-
-
-def decoupling_summary(g: torch.Tensor, v_prev: torch.Tensor, small: float = 1e-2) -> dict:
-    """The median of ρ = g²/v_{t−1} over the coordinates with v_{t−1} > 0 and the share of them
-    with ρ < ``small`` (the two summaries of :func:`utils.adam_state.decoupling_statistics` the
-    monitor logs; a median by selection, not by sorting, so that it stays cheap on large
-    models). NaN before the first step, where v = 0."""
-    keep = v_prev > 0
-    if not bool(keep.any()):
-        return {"g2_over_v_median": math.nan, "g2_over_v_frac_small": math.nan}
-    rho = g[keep] ** 2 / v_prev[keep]
-    return {"g2_over_v_median": float(rho.median()),
-            "g2_over_v_frac_small": float((rho < small).float().mean())}
 
 
 def _is_oom_or_no_double_backward(err: BaseException) -> bool:
@@ -182,7 +170,8 @@ class SpikeMonitor:
         self._t_start = None
         self.columns = (["step", "loss", "secant", "threshold", "lambda_grad_pre",
                          "lambda_grad_pre_a"] + (["lambda_max_pre"] if lambda_max else [])
-                        + ["g2_over_v_median", "g2_over_v_frac_small", "hvp", "hvps", "alarm"]
+                        + ["g2_over_v_median", "g2_over_v_q10", "g2_over_v_q90",
+                           "g2_over_v_frac_small", "hvp", "hvps", "alarm"]
                         + [f"update_rms/{n}" for n in self.names])
         self._csv = self._writer = None
         if csv_path is not None:
@@ -207,16 +196,10 @@ class SpikeMonitor:
             shape = tuple(loss.shape) if torch.is_tensor(loss) else type(loss).__name__
             raise ValueError(f"loss_fn must return a scalar tensor (shape ()), got {shape}")
 
-    def _copies(self, flat=None) -> dict:
-        """The model's parameters (or ``flat``) and buffers as ``self.dtype`` tensors by name."""
+    def _copies(self) -> dict:
+        """The model's parameters and buffers as ``self.dtype`` tensors by name."""
         tensors = {n: b.detach().to(self.dtype) for n, b in self.model.named_buffers()}
-        if flat is None:
-            tensors.update({n: p.detach().to(self.dtype) for n, p in zip(self.names, self.params)})
-        else:
-            start = 0
-            for n, p in zip(self.names, self.params):
-                tensors[n] = flat[start:start + p.numel()].view(p.shape)
-                start += p.numel()
+        tensors.update({n: p.detach().to(self.dtype) for n, p in zip(self.names, self.params)})
         return tensors
 
     def _stand_in(self, tensors):
@@ -289,7 +272,7 @@ class SpikeMonitor:
             d, c, _, v_prev, _ = self.preconditioner(g)
             scale = self._lr_scale()
             row.update(self._curvature(measured, d if scale is None else d * scale, c))
-            row.update(decoupling_summary(g, v_prev))
+            row.update(g2_over_v_statistics(g, v_prev))
             self._pending = theta
         self._prev = (g, theta)
         self._row = row
