@@ -447,12 +447,12 @@ def seeds_per_minute(config: RunConfig, steps: int, n_seeds: int, workers: int) 
 def _monitor_problem(name: str, device: str):
     """(model, optimizer, loss_fn, batch_of(step)) of a monitored loop: a chapter model on its
     full batch, or the chapter-9 language model on mini-batches of its generated corpus."""
-    from utils.lm import WATCH, CharData, TinyGPT, grammar_corpus, lm_loss
+    from utils.lm import lm_loss
+    from utils.watch import WATCH, watch_problem
 
     if name == "lm":
-        data = CharData(grammar_corpus(WATCH["corpus_chars"]), context=WATCH["context"])
-        model = TinyGPT(data.vocab_size, context=WATCH["context"]).to(device)
-        opt = torch.optim.Adam(model.parameters(), lr=WATCH["lr"])
+        data, model, opt, _ = watch_problem(0)
+        model.to(device)
         return model, opt, lm_loss, lambda step: data.batch(WATCH["batch_size"], step, device)
     config = chapter_config(MODELS[name], device=device, progress=False)
     data = build_data(config)

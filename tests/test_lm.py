@@ -28,3 +28,13 @@ def test_model_size_causality_and_loss():
         assert torch.allclose(model(changed)[:, :40], full[:, :40], atol=1e-6)
         loss = lm_loss(model, (x, y))
     assert abs(float(loss) - torch.log(torch.tensor(float(data.vocab_size)))) < 0.5
+
+
+def test_repeated_corpus_cycles_a_few_simple_sentences():
+    from utils.lm import repeated_corpus
+
+    text = repeated_corpus(n_sentences=3, n_chars=2_000, seed=0)
+    assert len(text) == 2_000 and text == repeated_corpus(3, 2_000, seed=0)
+    sentences = [s.strip() for s in text.split(" . ")[:-1]]
+    assert len(set(sentences)) == 3 and sentences[:3] == sentences[3:6]
+    assert not any(c in s.split() for s in sentences for c in ("and", "but", "while", "because"))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 
@@ -140,8 +141,13 @@ QUANTILES = (0.1, 0.5, 0.9)
 
 
 def _quantiles(x: torch.Tensor, q) -> list[float]:
-    """The elements of rank round(q (n − 1)) of x, by selection (``kthvalue``): the same values
-    as indexing the sorted x, without its O(n log n) sort (torch.quantile refuses inputs above
-    16M elements; selection has no limit)."""
-    idx = (torch.tensor(q, dtype=torch.float64) * (len(x) - 1)).round().long()
-    return [float(x.kthvalue(int(i) + 1).values) for i in idx]
+    """The elements of rank round(q (n − 1)) of x, by selection: the same values as indexing
+    the sorted x, without its O(n log n) sort (torch.quantile refuses inputs above 16M
+    elements; selection has no limit). On the CPU one ``numpy.partition`` selects every rank
+    at once (half the time of a ``kthvalue`` per rank on 0.8M values); elsewhere ``kthvalue``
+    runs where x lives."""
+    idx = [int(i) for i in (torch.tensor(q, dtype=torch.float64) * (len(x) - 1)).round().long()]
+    if x.device.type == "cpu":
+        part = np.partition(x.detach().numpy(), idx)
+        return [float(part[i]) for i in idx]
+    return [float(x.kthvalue(i + 1).values) for i in idx]

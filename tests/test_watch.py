@@ -1,0 +1,165 @@
+"""Chapter 9's run and its scoring (utils.watch): settings checked before training, the loop's
+files read back, alarms counted where they are raised, scoring windows that end at a spike's
+start, verdicts that fail where their claim is false, and the stored table recomputed."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from utils import watch
+from utils.predictors import JUDGED_HORIZON
+from utils.watch import (RECOMPUTE_STEP, WATCH, WATCH_FACTOR, WATCH_SEEDS, WATCH_SIGNALS,
+                         check_watch, read_tensorboard, score_watch, train_watched,
+                         watch_alarms, watch_verdicts)
+
+
+@pytest.mark.parametrize("settings, name", [
+    ({"lr": 0.0}, "lr"), ({"steps": 0}, "steps"), ({"every": 0}, "every"),
+    ({"beta2": 1.0}, "beta2"), ({"warmup": -1}, "warmup"), ({"context": 2.5}, "context"),
+])
+def test_bad_settings_are_refused_by_name_before_training(settings, name, monkeypatch):
+    monkeypatch.setattr(watch, "TinyGPT", lambda *a, **k: pytest.fail("trained anyway"))
+    with pytest.raises(ValueError, match=name):
+        train_watched(0, progress=False, **settings)
+
+
+def test_unknown_settings_are_named():
+    with pytest.raises(ValueError, match="learning_rate"):
+        check_watch({"learning_rate": 1e-3})
+
+
+def test_a_short_run_writes_one_row_per_step_and_tensorboard_holds_the_same_values(tmp_path):
+    run = train_watched(0, tmp_path, progress=False, steps=12, every=5)
+    t = run.table
+    assert list(t["step"]) == list(range(1, 13)) and run.diverged_at is None
+    assert np.isfinite(t["lambda_grad_pre"]).sum() == 2        # steps 5 and 10
+    assert t["threshold"].iloc[0] == pytest.approx(2 / (WATCH["lr"] / WATCH["warmup"]))
+    events = read_tensorboard(run.log_dir)
+    np.testing.assert_allclose(events.loc[t["step"], "loss"], t["loss"], rtol=1e-6)
+    measured = t.dropna(subset=["lambda_grad_pre"])
+    np.testing.assert_allclose(events.loc[measured["step"], "lambda_grad_pre"],
+                               measured["lambda_grad_pre"], rtol=1e-6)
+    assert {"secant", "threshold", "g2_over_v_median", "update_rms/tok.weight"} <= set(events)
+
+
+def test_a_non_finite_loss_stops_the_run_and_is_recorded(monkeypatch, tmp_path):
+    calls = {"n": 0}
+    real = watch.lm_loss
+
+    def breaks_at_the_eighth_step(model, batch):
+        loss = real(model, batch)
+        if model.__class__.__name__ == "TinyGPT":   # the loop's calls, not the monitor's
+            calls["n"] += 1
+            if calls["n"] == 8:
+                return loss * float("nan")
+        return loss
+    monkeypatch.setattr(watch, "lm_loss", breaks_at_the_eighth_step)
+    run = train_watched(0, tmp_path, progress=False, steps=20, every=5)
+    assert run.diverged_at == 8 and len(run.table) == 7
+
+
+def _table(n=300, spike_start=150, alarm_steps=(), secant_steps=(), measured_every=10):
+    """A monitor table: a flat noisy loss with one spike (×8) from ``spike_start``, λ_grad(Ĥ)
+    measured every ``measured_every`` steps and above 2/η at ``alarm_steps``."""
+    rng = np.random.default_rng(0)
+    steps = np.arange(1, n + 1)
+    loss = 0.1 * (1 + 0.01 * rng.standard_normal(n))
+    loss[spike_start - 1] = 0.09            # below its trend: the spike starts at this step
+    loss[spike_start:spike_start + 10] = 0.8
+    lam = np.where(steps % measured_every == 0, 100.0, np.nan)
+    lam[np.isin(steps, alarm_steps)] = 300.0
+    secant = np.full(n, 50.0)
+    secant[np.isin(steps, secant_steps)] = 300.0
+    alarm = np.zeros(n, dtype=bool)
+    for s in alarm_steps:          # the monitor keeps its alarm up until the next measurement
+        alarm[s - 1:s - 1 + measured_every] = True
+    return pd.DataFrame({"step": steps, "loss": loss, "threshold": 200.0, "secant": secant,
+                         "lambda_grad_pre": lam, "alarm": alarm})
+
+
+def test_the_monitor_alarm_counts_once_where_it_is_raised():
+    alarms = watch_alarms(_table(alarm_steps=(140,)))
+    fired, eligible = alarms["monitor"]
+    assert list(np.flatnonzero(fired) + 1) == [140]
+    assert eligible.sum() == 30
+    w2, _ = watch_alarms(_table(alarm_steps=(130, 140)))["lambda_grad_w2"]
+    assert list(np.flatnonzero(w2) + 1) == [140]
+
+
+def test_an_alarm_before_the_start_is_a_hit_and_one_after_it_is_not():
+    spike_start = 150                     # the loss is up from row 150, step 151
+    rows = pd.DataFrame(score_watch(_table(spike_start=spike_start, alarm_steps=(140, 160)),
+                                    factors=(WATCH_FACTOR,), horizons=(JUDGED_HORIZON,)))
+    monitor = rows[rows["signal"] == "monitor"].iloc[0]
+    assert monitor["spikes"] == 1 and monitor["warned"] == 1
+    assert monitor["hits"] == 1 and monitor["false_alarms"] == 0   # 160 is inside the spike
+    assert monitor["leads"] == "10"        # the start is step 150, the alarm at 140
+    late = pd.DataFrame(score_watch(_table(alarm_steps=(160,)), factors=(WATCH_FACTOR,),
+                                    horizons=(JUDGED_HORIZON,)))
+    assert late[late["signal"] == "monitor"].iloc[0]["warned"] == 0
+
+
+def _stored_like(monitor_alarms, seeds=4):
+    rows = []
+    for seed in range(seeds):
+        t = _table(alarm_steps=monitor_alarms, secant_steps=(145,))
+        rows += score_watch(t, seed)
+    return pd.DataFrame(rows)
+
+
+def test_verdicts_hold_on_a_table_where_the_monitor_warns_and_fail_where_it_does_not():
+    good = {v.name: v.passed for v in watch_verdicts(_stored_like((140,), seeds=10))}
+    assert good == {"spikes_to_score": True, "no_hit_at_or_after_a_start": True,
+                    "monitor_beats_loss_rose": True, "monitor_beats_chance": True,
+                    "monitor_false_alarms_within_budget": True}
+    flood = tuple(range(10, 301, 10))     # an alarm at every measurement
+    bad = {v.name: v.passed for v in watch_verdicts(_stored_like(flood, seeds=4))}
+    assert not bad["spikes_to_score"]                      # 4 spikes < 10
+    assert not bad["monitor_false_alarms_within_budget"]   # ~100 per 1,000 calm steps
+    assert not bad["monitor_beats_chance"]                 # precision = its rate
+    silent = {v.name: v.passed for v in watch_verdicts(_stored_like((), seeds=10))}
+    assert not silent["monitor_beats_loss_rose"]
+
+
+def test_a_hit_counted_after_a_start_would_fail_the_lead_verdict():
+    table = _stored_like((140,), seeds=10)
+    judged = table.index[table["default"] & (table["horizon"] == JUDGED_HORIZON)
+                         & (table["signal"] == "monitor")]
+    table.loc[judged[0], "leads"] = "0"
+    assert not {v.name: v.passed for v in watch_verdicts(table)}["no_hit_at_or_after_a_start"]
+
+
+def test_stored_table_has_every_seed_signal_and_provenance():
+    from utils.sweeps import load_sweep
+
+    stored = load_sweep("watch")
+    assert set(stored["seed"]) == set(WATCH_SEEDS)
+    assert set(stored["signal"]) == set(WATCH_SIGNALS)
+    assert not stored["commit"].str.endswith("-dirty").any()
+    assert json.loads(stored["settings"].iloc[0]) == WATCH
+    for column in ("versions", "machine", "python", "utils_version"):
+        assert stored[column].notna().all()
+
+
+def test_stored_rows_recomputed_over_their_first_steps():
+    """Two seeds trained again for RECOMPUTE_STEP steps (2 threads, as stored) give the loss
+    and λ_grad(Ĥ) their rows hold at that step."""
+    from conftest import skip_unless_same_kernels
+    from utils.sweeps import load_sweep
+
+    stored = load_sweep("watch")
+    skip_unless_same_kernels(stored, "watch")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for seed in (0, 1):
+            run = train_watched(seed, progress=False, steps=RECOMPUTE_STEP)
+            row = stored[stored["seed"] == seed].iloc[0]
+            last = run.table.iloc[-1]
+            np.testing.assert_allclose(last["loss"], row["loss_at_recompute"], rtol=1e-4)
+            np.testing.assert_allclose(last["lambda_grad_pre"], row["lambda_grad_at_recompute"],
+                                       rtol=1e-4)
+    finally:
+        torch.set_num_threads(threads)
