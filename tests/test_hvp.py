@@ -130,3 +130,21 @@ def test_finite_difference_products_match_the_dense_hessian(problem, request):
     assert op.n_hvps == 3
     torch.testing.assert_close(op.matvec(torch.zeros(op.n, dtype=torch.float64)),
                                torch.zeros(op.n, dtype=torch.float64))
+
+
+def test_finite_differences_take_a_known_gradient_and_skip_its_pass(tiny_mlp):
+    """Given ∇L(θ) (a loop's .grad), the finite-difference operator makes no gradient pass of
+    its own: its products are the same, with two loss evaluations each and none at set-up."""
+    model, loss_fn = tiny_mlp
+    params = dict(model.named_parameters())
+    own = LossHessian(loss_fn, params, method="finite_difference")
+    calls = []
+    counted = lambda p: calls.append(1) or loss_fn(p)
+    given = LossHessian(counted, params, method="finite_difference", gradient=own.gradient)
+    assert not calls and torch.isnan(given.loss)
+    torch.testing.assert_close(given.gradient, own.gradient)
+    v = torch.randn(own.n, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    torch.testing.assert_close(given.matvec(v), own.matvec(v), rtol=0, atol=0)
+    assert len(calls) == 2
+    with pytest.raises(ValueError, match="gradient must have shape"):
+        LossHessian(loss_fn, params, method="finite_difference", gradient=own.gradient[:-1])

@@ -31,12 +31,19 @@ def test_unknown_settings_are_named():
 
 
 def test_a_short_run_writes_one_row_per_step_and_tensorboard_holds_the_same_values(tmp_path):
-    run = train_watched(0, tmp_path, progress=False, steps=12, every=5)
-    t = run.table
+    run = train_watched(0, tmp_path, progress=False, steps=12, every=5,
+                        measure_on=("batch", "eval"))
+    t = run.tables["batch"]
     assert list(t["step"]) == list(range(1, 13)) and run.diverged_at is None
     assert np.isfinite(t["lambda_grad_pre"]).sum() == 2        # steps 5 and 10
     assert t["threshold"].iloc[0] == pytest.approx(2 / (WATCH["lr"] / WATCH["warmup"]))
-    events = read_tensorboard(run.log_dir)
+    e = run.tables["eval"]                                     # the same run, seen twice
+    np.testing.assert_array_equal(e["loss"], t["loss"])
+    np.testing.assert_array_equal(e["secant"], t["secant"])
+    assert not np.allclose(e["lambda_grad_pre"].dropna(), t["lambda_grad_pre"].dropna())
+    assert 1 < run.overhead("eval") and 1 < run.overhead("batch")
+    assert run.loop_seconds < run.seconds
+    events = read_tensorboard(run.log_dirs["batch"])
     np.testing.assert_allclose(events.loc[t["step"], "loss"], t["loss"], rtol=1e-6)
     measured = t.dropna(subset=["lambda_grad_pre"])
     np.testing.assert_allclose(events.loc[measured["step"], "lambda_grad_pre"],
@@ -57,7 +64,7 @@ def test_a_non_finite_loss_stops_the_run_and_is_recorded(monkeypatch, tmp_path):
         return loss
     monkeypatch.setattr(watch, "lm_loss", breaks_at_the_eighth_step)
     run = train_watched(0, tmp_path, progress=False, steps=20, every=5)
-    assert run.diverged_at == 8 and len(run.table) == 7
+    assert run.diverged_at == 8 and len(run.tables["batch"]) == 7
 
 
 def _table(n=300, spike_start=150, alarm_steps=(), secant_steps=(), measured_every=10):
@@ -84,7 +91,7 @@ def test_the_monitor_alarm_counts_once_where_it_is_raised():
     fired, eligible = alarms["monitor"]
     assert list(np.flatnonzero(fired) + 1) == [140]
     assert eligible.sum() == 30
-    w2, _ = watch_alarms(_table(alarm_steps=(130, 140)))["lambda_grad_w2"]
+    w2, _ = watch_alarms(_table(alarm_steps=(130, 140)))["monitor_w2"]
     assert list(np.flatnonzero(w2) + 1) == [140]
 
 
@@ -131,6 +138,24 @@ def test_a_hit_counted_after_a_start_would_fail_the_lead_verdict():
     assert not {v.name: v.passed for v in watch_verdicts(table)}["no_hit_at_or_after_a_start"]
 
 
+def test_bad_places_are_refused():
+    with pytest.raises(ValueError, match="measure_on"):
+        train_watched(0, progress=False, measure_on=("batch", "batch"))
+    with pytest.raises(ValueError, match="measure_on"):
+        train_watched(0, progress=False, measure_on=("fixed",))
+
+
+def test_the_eval_batch_verdict_fails_where_that_monitor_is_no_better_than_chance():
+    table = _stored_like((140,), seeds=10)
+    flood = _stored_like(tuple(range(10, 301, 10)), seeds=10)
+    good_eval = table[table["signal"] == "monitor"].assign(signal="monitor_eval")
+    bad_eval = flood[flood["signal"] == "monitor"].assign(signal="monitor_eval")
+    passed = lambda t: {v.name: v.passed for v in watch_verdicts(t)}["eval_batch_beats_chance"]
+    assert passed(pd.concat([table, good_eval]))
+    assert not passed(pd.concat([table, bad_eval]))
+    assert "eval_batch_beats_chance" not in {v.name for v in watch_verdicts(table)}
+
+
 def test_stored_table_has_every_seed_signal_and_provenance():
     from utils.sweeps import load_sweep
 
@@ -155,11 +180,23 @@ def test_stored_rows_recomputed_over_their_first_steps():
     torch.set_num_threads(2)
     try:
         for seed in (0, 1):
-            run = train_watched(seed, progress=False, steps=RECOMPUTE_STEP)
+            run = train_watched(seed, progress=False, steps=RECOMPUTE_STEP,
+                                measure_on=("batch", "eval"))
             row = stored[stored["seed"] == seed].iloc[0]
-            last = run.table.iloc[-1]
-            np.testing.assert_allclose(last["loss"], row["loss_at_recompute"], rtol=1e-4)
-            np.testing.assert_allclose(last["lambda_grad_pre"], row["lambda_grad_at_recompute"],
-                                       rtol=1e-4)
+            batch, evaluation = (run.tables[p].iloc[-1] for p in ("batch", "eval"))
+            np.testing.assert_allclose(batch["loss"], row["loss_at_recompute"], rtol=1e-4)
+            np.testing.assert_allclose(batch["lambda_grad_pre"],
+                                       row["lambda_grad_at_recompute"], rtol=1e-4)
+            np.testing.assert_allclose(evaluation["lambda_grad_pre"],
+                                       row["lambda_grad_at_recompute_eval"], rtol=1e-4)
     finally:
         torch.set_num_threads(threads)
+
+
+def test_the_chapter_defaults_are_the_stored_settings():
+    from utils.chapters import chapter_defaults
+
+    defaults = chapter_defaults("09_watch_your_run")
+    assert {k: defaults[k] for k in ("lr", "warmup", "steps", "every")} == {
+        k: WATCH[k] for k in ("lr", "warmup", "steps", "every")}
+    assert defaults["seed"] in WATCH_SEEDS and defaults["hvp"] == "auto"

@@ -74,6 +74,9 @@ class LossHessian:
         (an optimizer step, for instance) leave this operator valid.
     method: ``"autograd"`` (double backward), ``"func"`` (forward-over-reverse) or
         ``"finite_difference"`` (central differences of gradients).
+    gradient: ∇L(θ), flat, shape (n,), where the caller already has it (a training loop's
+        ``.grad``); with ``"finite_difference"`` no graph is needed, so the gradient pass is
+        skipped and ``loss`` is NaN. Ignored by the other methods, which need the graph.
 
     Attributes
     ----------
@@ -82,7 +85,7 @@ class LossHessian:
     """
 
     def __init__(self, loss_fn: LossOfParams, params: Mapping[str, torch.Tensor],
-                 method: str = "autograd"):
+                 method: str = "autograd", gradient: torch.Tensor | None = None):
         self.method = check_choice("method", method, HVP_METHODS)
         self.loss_fn = loss_fn
         self.theta = {k: p.detach().clone().requires_grad_(True) for k, p in params.items()}
@@ -90,6 +93,14 @@ class LossHessian:
         self.n = sum(p.numel() for p in self.theta.values())
         self.n_hvps = 0
         leaves = list(self.theta.values())
+        if gradient is not None and method == "finite_difference":
+            if gradient.shape != (self.n,):
+                raise ValueError(f"gradient must have shape ({self.n},), got "
+                                 f"{tuple(gradient.shape)}")
+            self.gradient = gradient.detach().to(leaves[0].dtype)
+            self._grads = self.unflatten(self.gradient)
+            self.loss = torch.tensor(float("nan"), dtype=self.gradient.dtype)
+            return
         with math_attention():
             loss = loss_fn(self.theta)
             grads = torch.autograd.grad(loss, leaves, create_graph=(method == "autograd"),

@@ -271,7 +271,7 @@ class SpikeMonitor:
                                  "eval_batch")
             d, c, _, v_prev, _ = self.preconditioner(g)
             scale = self._lr_scale()
-            row.update(self._curvature(measured, d if scale is None else d * scale, c))
+            row.update(self._curvature(measured, d if scale is None else d * scale, c, g))
             row.update(g2_over_v_statistics(g, v_prev))
             self._pending = theta
         self._prev = (g, theta)
@@ -279,8 +279,9 @@ class SpikeMonitor:
         self.seconds += time.perf_counter() - tick
         return row
 
-    def _curvature(self, batch, d, c) -> dict:
-        """λ_grad(Ĥ) (and λ_max(Ĥ)) at the model's θ on ``batch`` with D = ``d``, c = ``c``."""
+    def _curvature(self, batch, d, c, g) -> dict:
+        """λ_grad(Ĥ) (and λ_max(Ĥ)) at the model's θ on ``batch`` with D = ``d``, c = ``c``;
+        ``g`` is the loop's gradient, flat."""
         buffers = {n: b.detach().to(self.dtype) for n, b in self.model.named_buffers()}
 
         def loss_of(params):
@@ -289,7 +290,11 @@ class SpikeMonitor:
         start = {n: p.detach().to(self.dtype) for n, p in zip(self.names, self.params)}
         while True:
             try:
-                hessian = LossHessian(loss_of, start, method=self.hvp)
+                # finite differences need no graph: the loop's gradient (on this batch, in this
+                # dtype) saves the gradient pass; λ_grad(Ĥ) does not change with its scale
+                known = (g if self.hvp == "finite_difference" and self.eval_batch is None
+                         and self.params[0].dtype == self.dtype else None)
+                hessian = LossHessian(loss_of, start, method=self.hvp, gradient=known)
                 out = self._products(hessian, d, c)
                 break
             except (RuntimeError, NotImplementedError) as err:

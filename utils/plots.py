@@ -477,3 +477,45 @@ def plot_best_loss(curves, target: float, labels: dict, ax=None, title: str = ""
     ax.set_ylabel("best loss so far (median of seeds)")
     ax.set_title(title)
     return ax
+
+
+def plot_watched_run(events, spikes: list[Spike], alarms: dict, axes=None):
+    """A monitored run read back from its log (``events``: one row per step with the columns
+    ``step``, ``loss``, ``threshold`` (2/η at that step), ``lambda_grad_pre``, ``secant`` and
+    ``g2_over_v_median``): the loss with the spikes shaded (top); λ_grad(Ĥ) on the measured
+    steps and the secant estimate, in units of each step's 2/η so that the threshold is the
+    line at 1 through the warm-up (second); the median of g²/v (third); each signal's alarms
+    as ticks (bottom; ``alarms``: name -> boolean per row)."""
+    if axes is None:
+        _, axes = plt.subplots(4, 1, figsize=(8, 9), sharex=True,
+                               gridspec_kw={"height_ratios": [2, 2, 1.2,
+                                                              0.3 * len(alarms) + 0.6]})
+    steps = events["step"].to_numpy()
+    plot_loss(events, spikes, ax=axes[0])
+    axes[0].set_ylabel("training loss\n(nats per character)")
+    scale = 1 / events["threshold"].to_numpy(dtype=float)
+    secant = events["secant"].to_numpy(dtype=float) * scale
+    axes[1].plot(steps, secant, lw=0.5, color="0.6", label="secant estimate (every step)")
+    measured = events["lambda_grad_pre"].notna().to_numpy()
+    axes[1].plot(steps[measured], (events["lambda_grad_pre"].to_numpy(dtype=float) * scale)[measured],
+                 ".-", ms=2.5, lw=0.8, color="tab:blue", label=LABELS["lambda_grad_pre"])
+    axes[1].axhline(1, color="k", ls="--", lw=1, label=r"$2/\eta$")
+    top = max(3.0, float(np.nanpercentile(secant, 99)) if np.isfinite(secant).any() else 3.0)
+    axes[1].set_ylim(-1, min(top, 10))
+    axes[1].set_ylabel(r"curvature $\times\,\eta/2$")
+    axes[1].legend(loc="upper left", fontsize="x-small", ncol=3)
+    mark_spikes(axes[1], spikes, label=False)
+    g2 = events["g2_over_v_median"].notna().to_numpy()
+    axes[2].semilogy(steps[g2], events["g2_over_v_median"].to_numpy(dtype=float)[g2], lw=0.8,
+                     color="tab:green")
+    axes[2].axhline(1, color="0.4", lw=0.8, ls=":")
+    axes[2].set_ylabel(r"median $g^2/v$")
+    mark_spikes(axes[2], spikes, label=False)
+    for i, (name, fired) in enumerate(alarms.items()):
+        fired = np.asarray(fired, dtype=bool)
+        axes[3].plot(steps[fired], np.full(int(fired.sum()), i), "|", ms=7)
+    mark_spikes(axes[3], spikes, label=False)
+    axes[3].set_yticks(range(len(alarms)), list(alarms), fontsize="x-small")
+    axes[3].set_ylim(-0.7, len(alarms) - 0.3)
+    axes[3].set_xlabel("step $t$")
+    return axes
