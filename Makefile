@@ -98,10 +98,14 @@ clean:
 #   make sweeps                  every sweep          make sweep NAME=03_gradient_alignment
 sweeps: setup
 	$(PY) -m utils.sweeps all
+	$(PY) -m utils.watch
+
+# NAME=watch is chapter 9's table (utils.watch: its seeds run one after another, each timing
+# the monitor); every other name is a registered sweep of utils.sweeps.
 
 sweep: setup
 	@test -n "$(NAME)" || { echo 'usage: make sweep NAME=<name>  (names: $(PY) -m utils.sweeps --list)'; exit 2; }
-	$(PY) -m utils.sweeps $(NAME)
+	@if [ "$(NAME)" = watch ]; then $(PY) -m utils.watch; else $(PY) -m utils.sweeps $(NAME); fi
 
 # Re-pin the whole environment (constraints.txt) from the working .venv, after a change to
 # requirements.txt has been installed and tested. The benchmark's extra package is left out.

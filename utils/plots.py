@@ -484,14 +484,16 @@ def plot_watched_run(events, spikes: list[Spike], alarms: dict, axes=None):
     ``step``, ``loss``, ``threshold`` (2/η at that step), ``lambda_grad_pre``, ``secant`` and
     ``g2_over_v_median``): the loss with the spikes shaded (top); λ_grad(Ĥ) on the measured
     steps and the secant estimate, in units of each step's 2/η so that the threshold is the
-    line at 1 through the warm-up (second); the median of g²/v (third); each signal's alarms
-    as ticks (bottom; ``alarms``: name -> boolean per row)."""
+    line at 1 through the warm-up (second; clipped to [−3, 10]: single mini-batch values reach
+    far beyond); the median of g²/v (third); each signal's alarms as ticks (bottom;
+    ``alarms``: name -> boolean per row)."""
     if axes is None:
         _, axes = plt.subplots(4, 1, figsize=(8, 9), sharex=True,
                                gridspec_kw={"height_ratios": [2, 2, 1.2,
                                                               0.3 * len(alarms) + 0.6]})
     steps = events["step"].to_numpy()
     plot_loss(events, spikes, ax=axes[0])
+    axes[0].set_xlabel("")
     axes[0].set_ylabel("training loss\n(nats per character)")
     scale = 1 / events["threshold"].to_numpy(dtype=float)
     secant = events["secant"].to_numpy(dtype=float) * scale
@@ -501,7 +503,7 @@ def plot_watched_run(events, spikes: list[Spike], alarms: dict, axes=None):
                  ".-", ms=2.5, lw=0.8, color="tab:blue", label=LABELS["lambda_grad_pre"])
     axes[1].axhline(1, color="k", ls="--", lw=1, label=r"$2/\eta$")
     top = max(3.0, float(np.nanpercentile(secant, 99)) if np.isfinite(secant).any() else 3.0)
-    axes[1].set_ylim(-1, min(top, 10))
+    axes[1].set_ylim(-3, min(top, 10))
     axes[1].set_ylabel(r"curvature $\times\,\eta/2$")
     axes[1].legend(loc="upper left", fontsize="x-small", ncol=3)
     mark_spikes(axes[1], spikes, label=False)

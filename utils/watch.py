@@ -151,7 +151,7 @@ def train_watched(seed: int = 0, out_dir=None, *, measure_on=("batch",),
     ``out_dir/<place>/`` (a temporary folder if ``out_dir`` is None). The monitors read the
     model and the optimizer and change neither, so every one sees the same run. A non-finite
     loss stops the run and is recorded, not raised."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     s = check_watch(settings)
     places = tuple(measure_on)
@@ -389,7 +389,7 @@ def run_watch_sweep(seeds=WATCH_SEEDS, out=None, cache_dir=None, progress=True,
     """Train ``seeds`` one after another (each row times the monitor), cache each seed's rows
     as it finishes (``_build/sweeps/watch/seed_<n>.json``, keyed by the settings and the utils
     version), and write the table with the provenance columns of :mod:`utils.sweeps`."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     from . import __version__
     from .sweeps import CACHE_DIR, SWEEP_DIR, _write_atomic, provenance
