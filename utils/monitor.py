@@ -234,14 +234,19 @@ class SpikeMonitor:
         """(D_t, c_t, t, v_{t−1}, v_t) for the update about to be taken with gradient ``g``
         (flat, shape (n,)): v_t = β2 v_{t−1} + (1 − β2) g², v̂_t = v_t/(1 − β2^t),
         D_t = 1/(sqrt(v̂_t) + ε), from the optimizer's v_{t−1} (zero before its first step)."""
-        beta1, beta2, eps = self._hyper()
+        _, beta2, _ = self._hyper()
         states = [self.optimizer.state.get(p, {}) for p in self.params]
         t = int(states[0]["step"]) + 1 if "step" in states[0] else 1
         v_prev = flatten([s["exp_avg_sq"].detach() if "exp_avg_sq" in s else torch.zeros_like(p)
                           for s, p in zip(states, self.params)]).to(self.dtype)
         v = beta2 * v_prev + (1 - beta2) * g * g
-        d = 1.0 / ((v / (1 - beta2 ** t)).sqrt() + eps)
-        return d, momentum_factor(beta1, t), t, v_prev, v
+        d, c = self._d_and_c(v, t)
+        return d, c, t, v_prev, v
+
+    def _d_and_c(self, v: torch.Tensor, t: int) -> tuple[torch.Tensor, float]:
+        """(D_t, c_t) from v_t (flat) at step t: D_t = 1/(sqrt(v_t/(1 − β2^t)) + ε)."""
+        beta1, beta2, eps = self._hyper()
+        return 1.0 / ((v / (1 - beta2 ** t)).sqrt() + eps), momentum_factor(beta1, t)
 
     # --------------------------------------------------------------------------- steps
 
@@ -358,11 +363,9 @@ class SpikeMonitor:
 
     def _read_state(self) -> tuple[torch.Tensor, float]:
         """(D_t, c_t) of the update just taken, from the optimizer's own state."""
-        beta1, beta2, eps = self._hyper()
         states = [self.optimizer.state[p] for p in self.params]
-        t = int(states[0]["step"])
         v = flatten([s["exp_avg_sq"].detach() for s in states]).to(self.dtype)
-        return 1.0 / ((v / (1 - beta2 ** t)).sqrt() + eps), momentum_factor(beta1, t)
+        return self._d_and_c(v, int(states[0]["step"]))
 
     def _log(self, row: dict) -> None:
         if self._writer is not None:

@@ -462,6 +462,14 @@ def run_sweep(sweep, *, workers=None, scheduler=None, cache_dir=None, out=None, 
     return table
 
 
+def provenance_columns(prov: dict) -> dict:
+    """The provenance of :func:`provenance` as a table's columns: ``commit``, ``versions``
+    (JSON), ``python``, ``machine`` (JSON) and ``utils_version``."""
+    return {"commit": prov["commit"], "versions": json.dumps(prov["versions"], sort_keys=True),
+            "python": prov["python"], "machine": json.dumps(prov["machine"], sort_keys=True),
+            "utils_version": prov["utils_version"]}
+
+
 def _table(sweep: Sweep, tasks: list[Task], records: dict) -> pd.DataFrame:
     """One row per run from the tasks' records, columns in the documented order."""
     rows, evaluated = [], {}
@@ -475,11 +483,7 @@ def _table(sweep: Sweep, tasks: list[Task], records: dict) -> pd.DataFrame:
             evaluated.update(dict.fromkeys(row))
             rows.append({"sweep": sweep.name, "config_index": task.config_index, "seed": seed,
                          **row, "config_key": key, "config": config_json(task.config),
-                         "commit": prov["commit"],
-                         "versions": json.dumps(prov["versions"], sort_keys=True),
-                         "python": prov["python"],
-                         "machine": json.dumps(prov["machine"], sort_keys=True),
-                         "utils_version": prov["utils_version"]})
+                         **provenance_columns(prov)})
     columns = [*RUN_COLUMNS, *evaluated, *PROVENANCE_COLUMNS]
     table = pd.DataFrame(rows, columns=columns)
     return table.sort_values(["config_index", "seed"], kind="stable").reset_index(drop=True)

@@ -392,7 +392,7 @@ def run_watch_sweep(seeds=WATCH_SEEDS, out=None, cache_dir=None, progress=True,
     from tqdm import tqdm
 
     from . import __version__
-    from .sweeps import CACHE_DIR, SWEEP_DIR, _write_atomic, provenance
+    from .sweeps import CACHE_DIR, SWEEP_DIR, _write_atomic, provenance, provenance_columns
 
     seeds = [int(s) for s in seeds]
     for s in seeds:
@@ -410,13 +410,8 @@ def run_watch_sweep(seeds=WATCH_SEEDS, out=None, cache_dir=None, progress=True,
             prov = provenance()
             record = {"key": key, "rows": watch_rows(seed), "provenance": prov}
             _write_atomic(path, json.dumps(record).encode())
-        prov = record["provenance"]
         rows += [{"sweep": WATCH_TABLE, **row, "settings": json.dumps(WATCH, sort_keys=True),
-                  "commit": prov["commit"], "versions": json.dumps(prov["versions"],
-                                                                   sort_keys=True),
-                  "python": prov["python"], "machine": json.dumps(prov["machine"],
-                                                                  sort_keys=True),
-                  "utils_version": prov["utils_version"]} for row in record["rows"]]
+                  **provenance_columns(record["provenance"])} for row in record["rows"]]
     table = pd.DataFrame(rows)
     out = Path(out or SWEEP_DIR / f"{WATCH_TABLE}.csv.gz")
     _write_atomic(out, gzip.compress(table.to_csv(index=False).encode(), mtime=0))
