@@ -289,3 +289,93 @@ def test_batch_models_trains_the_other_models_one_seed_at_a_time(monkeypatch):
     monkeypatch.setattr(sweeps, "run_seeds", lambda *a, **k: pytest.fail("batched"))
     rows = sweeps.run_task(b.config, b.seeds, single.evaluate, b.batched)
     assert calls == list(b.seeds) and [r["seed"] for r in rows] == list(b.seeds)
+
+
+def test_the_source_hash_is_stable_and_covers_what_the_task_imports():
+    closure = sweeps.module_closure(["utils.ensemble"])
+    assert {"utils", "utils.ensemble", "utils.claims", "utils.runs", "utils.spikes",
+            "utils.sweeps"} <= set(closure)          # .sweeps: imported inside a function
+    assert "utils.watch" not in closure and closure == sorted(closure)
+    first = sweeps.source_hash("utils.ensemble:seeds_01")
+    sweeps.clear_source_hashes()
+    assert first == sweeps.source_hash("utils.ensemble:seeds_01")
+    assert len(first) == 16 and int(first, 16) >= 0
+    assert first == sweeps.source_hash("utils.ensemble:seeds_02")     # same module
+    assert first != sweeps.source_hash(TINY.evaluate)     # tiny's closure lacks utils.claims
+    # an evaluate module outside utils adds only the task module's closure
+    assert sweeps.source_hash(f"{__name__}:failing_on_seed_2") == sweeps.source_hash(
+        TINY.evaluate)
+
+
+def test_every_import_form_is_followed(tmp_path):
+    """Relative and absolute imports, at module level or inside a function, of a module or of
+    a name in it, are read from the sources without importing them."""
+    root = tmp_path / "utils"
+    sources = {
+        "__init__.py": "",
+        "a.py": "from . import b\nfrom .c import x\n\ndef f():\n    import utils.d\n"
+                "    from utils.e import y\n    from utils import f as g\n",
+        "b.py": "import os\nfrom .sub.g import z\n", "c.py": "x = 1\n", "d.py": "",
+        "e.py": "y = 2\n", "f.py": "", "h.py": "", "unused.py": "",
+        "sub/__init__.py": "from .. import h\n", "sub/g.py": "from ..c import x\nz = 3\n",
+    }
+    for name, text in sources.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    assert sweeps.module_closure(["utils.a"], root) == [
+        "utils", "utils.a", "utils.b", "utils.c", "utils.d", "utils.e", "utils.f", "utils.h",
+        "utils.sub", "utils.sub.g"]
+
+
+def copy_utils(tmp_path) -> Path:
+    """A copy of the utils package's sources under ``tmp_path``; returns its folder."""
+    import shutil
+
+    return Path(shutil.copytree(sweeps.UTILS_DIR, tmp_path / "utils",
+                                ignore=shutil.ignore_patterns("__pycache__")))
+
+
+def test_editing_an_imported_source_changes_the_keys_of_the_tasks_that_import_it(
+        tmp_path, monkeypatch):
+    root = copy_utils(tmp_path)
+    monkeypatch.setattr(sweeps, "UTILS_DIR", root)
+    chapter, tiny = "utils.ensemble:seeds_01", TINY.evaluate
+    config = TINY.configs[0]
+    before = {e: (sweeps.source_hash(e), task_key(config, [0, 1], e)) for e in (chapter, tiny)}
+    assert before[chapter] == (sweeps.source_hash(chapter, ROOT / "utils"),
+                               task_key(config, [0, 1], chapter))
+
+    with open(root / "claims.py", "a") as fh:      # imported by utils.ensemble, not by tiny's
+        fh.write("\n# edited\n")
+    assert sweeps.source_hash(chapter) == before[chapter][0]      # cached in this process
+    sweeps.clear_source_hashes()
+    after = {e: (sweeps.source_hash(e), task_key(config, [0, 1], e)) for e in (chapter, tiny)}
+    assert after[tiny] == before[tiny]
+    assert after[chapter][0] != before[chapter][0] and after[chapter][1] != before[chapter][1]
+    sweeps.clear_source_hashes()
+
+
+def test_a_sweep_recomputes_its_tasks_after_an_edit_of_their_sources(dirs, counted, tmp_path,
+                                                                       monkeypatch):
+    """The cache of the tiny sweep is reused until a source its tasks import changes, and
+    not after an edit of a module they do not import."""
+    calls, _ = counted
+    root = copy_utils(tmp_path)
+    monkeypatch.setattr(sweeps, "UTILS_DIR", root)
+
+    def run_after(edited=None):
+        if edited:
+            with open(root / edited, "a") as fh:
+                fh.write("\n# edited\n")
+            sweeps.clear_source_hashes()
+        calls.clear()
+        run_sweep("tiny", serial=True, progress=False, **dirs)
+        return list(calls)
+
+    try:
+        assert run_after() == [(0, 1), (2, 3)]
+        assert run_after("watch.py") == []          # no task of tiny imports utils.watch
+        assert run_after("spikes.py") == [(0, 1), (2, 3)]         # utils.runs imports it
+        assert len(list((dirs["cache_dir"] / "tiny").glob("*.json"))) == 4
+    finally:
+        sweeps.clear_source_hashes()

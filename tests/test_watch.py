@@ -200,3 +200,22 @@ def test_the_chapter_defaults_are_the_stored_settings():
     assert {k: defaults[k] for k in ("lr", "warmup", "steps", "every")} == {
         k: WATCH[k] for k in ("lr", "warmup", "steps", "every")}
     assert defaults["seed"] in WATCH_SEEDS and defaults["hvp"] == "auto"
+
+
+def test_cached_seeds_are_recomputed_when_a_source_changes(tmp_path, monkeypatch):
+    """run_watch_sweep reuses a seed's cached rows until the hash of the utils sources it
+    imports changes (watch_rows stubbed: nothing is trained)."""
+    from utils import sweeps
+
+    calls = []
+    monkeypatch.setattr(watch, "watch_rows", lambda seed: calls.append(seed) or [{"n": 1}])
+    args = dict(seeds=[0], out=tmp_path / "watch.csv.gz", cache_dir=tmp_path, progress=False,
+                threads=torch.get_num_threads())
+    watch.run_watch_sweep(**args)
+    watch.run_watch_sweep(**args)
+    assert calls == [0]
+    assert json.loads((tmp_path / "watch" / "seed_0.json").read_text())["key"]["sources"] == \
+        sweeps.source_hash("utils.watch:watch_rows")
+    monkeypatch.setattr(sweeps, "source_hash", lambda evaluate: "edited")
+    watch.run_watch_sweep(**args)
+    assert calls == [0, 0]

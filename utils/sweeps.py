@@ -16,14 +16,20 @@ tasks, each one batched :func:`~utils.seeds.run_seeds` call on a chunk of at mos
 
 Every finished task is cached at once in ``_build/sweeps/<name>/<task key>.json`` with the
 provenance of the process that ran it, so an interrupted sweep resumes where it stopped. The
-task key hashes the config, the seeds, the evaluate function's name and ``utils.__version__``:
-changing any of them (or ``seeds_per_task``, which changes the chunks) recomputes; editing the
-code without bumping the version does not, which the ``commit`` column makes visible.
+task key hashes the config, the seeds, the evaluate function's name, ``utils.__version__`` and
+the sources of the ``utils`` modules the task imports (:func:`source_hash`: the evaluate
+function's module and this one, with every ``utils`` module they import, found by reading
+their code): changing any of them (or ``seeds_per_task``, which changes the chunks)
+recomputes, so editing e.g. ``utils/claims.py`` recomputes the tasks whose code imports it
+and keeps the others. Code outside ``utils`` (an evaluate function defined elsewhere, the
+installed packages) is not hashed; the ``commit`` and ``versions`` columns record it.
 """
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
+import functools
 import gzip
 import hashlib
 import importlib
@@ -213,6 +219,104 @@ def _hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+UTILS_DIR = Path(__file__).resolve().parent
+"""The folder of the ``utils`` package, whose sources :func:`source_hash` reads."""
+TASK_MODULE = "utils.sweeps"
+"""The module that trains and evaluates every task (:func:`run_task`, :func:`_execute`): its
+imports are in every task's :func:`source_hash`."""
+
+
+def _module_file(module: str, root: Path) -> Path | None:
+    """The source of ``utils`` module ``module`` under ``root`` (the package's folder):
+    ``<root>/a/b.py`` or ``<root>/a/b/__init__.py`` for ``utils.a.b``; None if absent or not a
+    ``utils`` module."""
+    parts = module.split(".")
+    if parts[0] != "utils":
+        return None
+    folder = root.joinpath(*parts[1:])
+    for path in (folder / "__init__.py", folder.with_suffix(".py") if parts[1:] else None):
+        if path is not None and path.is_file():
+            return path
+    return None
+
+
+def _with_parents(module: str) -> list[str]:
+    """``module`` and the packages above it, which importing it runs: ``utils.a.b`` gives
+    ``utils``, ``utils.a``, ``utils.a.b``."""
+    parts = module.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
+
+
+def _imports(module: str, path: Path) -> set[str]:
+    """The modules that the source of ``module`` (at ``path``) imports anywhere in its code,
+    at module level or inside functions, found by parsing it: ``import a.b``, ``from a.b
+    import c`` (``a.b``, and ``a.b.c`` where that is a module) and the relative forms
+    (``from . import x``, ``from .x import y``, ``from .. import z``), each as an absolute
+    name with the packages above it."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_bytes(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = package.split(".")
+                if node.level - 1 >= len(parts):   # above the top package: not ours
+                    continue
+                base = ".".join(parts[:len(parts) - node.level + 1])
+                base = f"{base}.{node.module}" if node.module else base
+            else:
+                base = node.module
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+    return {name for module in found for name in _with_parents(module)}
+
+
+def module_closure(modules, root=None) -> list[str]:
+    """The sorted names of the ``utils`` modules that ``modules`` are and import, directly or
+    through each other, with the packages above them (``utils`` itself among them), read from
+    the sources under ``root`` (default :data:`UTILS_DIR`) by :func:`_imports`, without
+    importing anything; names that are no ``utils`` module with a source there are left
+    out."""
+    root = Path(root or UTILS_DIR)
+    todo = [name for module in modules for name in _with_parents(module)]
+    seen = {}
+    while todo:
+        module = todo.pop()
+        if module in seen or (path := _module_file(module, root)) is None:
+            continue
+        seen[module] = path
+        todo.extend(_imports(module, path))
+    return sorted(seen)
+
+
+def source_hash(evaluate: str, root=None) -> str:
+    """16 hex digits of the SHA-256 of the sources of the ``utils`` modules a task of
+    ``evaluate`` (``"module:function"``) runs: :func:`module_closure` of the evaluate
+    function's module and :data:`TASK_MODULE`, as sorted (module name, file bytes) pairs, read
+    under ``root`` (default :data:`UTILS_DIR`). An evaluate module outside ``utils`` adds only
+    its ``utils`` imports' closure through :data:`TASK_MODULE`, not its own source. Cached per
+    (``evaluate``, root) for the life of the process: :func:`clear_source_hashes` forgets them
+    (after editing a source in a running process)."""
+    return _source_hash(evaluate, Path(root or UTILS_DIR).resolve())
+
+
+@functools.lru_cache(maxsize=None)
+def _source_hash(evaluate: str, root: Path) -> str:
+    """:func:`source_hash` for a resolved ``root``, cached."""
+    digest = hashlib.sha256()
+    for module in module_closure([evaluate.partition(":")[0], TASK_MODULE], root):
+        data = _module_file(module, root).read_bytes()
+        digest.update(f"{module}\0{len(data)}\0".encode())
+        digest.update(data)
+    return digest.hexdigest()[:16]
+
+
+def clear_source_hashes() -> None:
+    """Forget the hashes :func:`source_hash` has cached, so the next call reads the files."""
+    _source_hash.cache_clear()
+
+
 def config_key(config: RunConfig) -> str:
     """16 hex digits of the SHA-256 of :func:`config_json`: the ``config_key`` column."""
     return _hash(config_json(config))
@@ -221,10 +325,13 @@ def config_key(config: RunConfig) -> str:
 def task_key(config: RunConfig, seeds, evaluate: str, trains: bool = False,
              batched: bool = True) -> str:
     """16 hex digits of the SHA-256 of the JSON of the config (no ``progress``), the seeds, the
-    evaluate function's name (and ``trains`` when set, ``batched`` when not) and
-    ``utils.__version__``: the name of the task's cache file."""
+    evaluate function's name (and ``trains`` when set, ``batched`` when not),
+    ``utils.__version__`` and the :func:`source_hash` of the ``utils`` modules the task
+    imports: the name of the task's cache file, which an edit of any of those sources
+    changes."""
     fields = {"config": _config_dict(config), "seeds": [int(s) for s in seeds],
-              "evaluate": evaluate, "utils_version": __version__}
+              "evaluate": evaluate, "utils_version": __version__,
+              "sources": source_hash(evaluate)}
     if trains:
         fields["trains"] = True
     if not batched:

@@ -387,12 +387,15 @@ WATCH_TABLE = "watch"
 def run_watch_sweep(seeds=WATCH_SEEDS, out=None, cache_dir=None, progress=True,
                     threads: int = 2) -> pd.DataFrame:
     """Train ``seeds`` one after another (each row times the monitor), cache each seed's rows
-    as it finishes (``_build/sweeps/watch/seed_<n>.json``, keyed by the settings and the utils
-    version), and write the table with the provenance columns of :mod:`utils.sweeps`."""
+    as it finishes (``_build/sweeps/watch/seed_<n>.json``, keyed by the settings, the utils
+    version and the :func:`~utils.sweeps.source_hash` of the ``utils`` modules this one
+    imports, so an edit of their code recomputes), and write the table with the provenance
+    columns of :mod:`utils.sweeps`."""
     from tqdm import tqdm
 
     from . import __version__
-    from .sweeps import CACHE_DIR, SWEEP_DIR, _write_atomic, provenance, provenance_columns
+    from .sweeps import (CACHE_DIR, SWEEP_DIR, _write_atomic, provenance, provenance_columns,
+                         source_hash)
 
     seeds = [int(s) for s in seeds]
     for s in seeds:
@@ -401,7 +404,8 @@ def run_watch_sweep(seeds=WATCH_SEEDS, out=None, cache_dir=None, progress=True,
     torch.set_num_threads(threads)
     folder = Path(cache_dir or CACHE_DIR) / WATCH_TABLE
     folder.mkdir(parents=True, exist_ok=True)
-    key = {"settings": WATCH, "factor": WATCH_FACTOR, "utils_version": __version__}
+    key = {"settings": WATCH, "factor": WATCH_FACTOR, "utils_version": __version__,
+           "sources": source_hash("utils.watch:watch_rows")}
     rows = []
     for seed in tqdm(seeds, desc="watch: seeds", disable=not progress):
         path = folder / f"seed_{seed}.json"
