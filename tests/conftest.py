@@ -79,37 +79,3 @@ def no_cluster(monkeypatch):
         raise AssertionError("a cluster was started before the arguments were checked")
     monkeypatch.setattr(distributed, "LocalCluster", refuse)
     monkeypatch.setattr(distributed, "Client", refuse)
-
-
-def skip_unless_same_kernels(stored, sweep_name: str):
-    """Skip, saying why and what to run, when this machine's torch dispatches to other CPU
-    kernels than the machine that computed the ``stored`` sweep rows: chaotic runs agree bit for
-    bit only on the same kernels."""
-    import json
-
-    from utils.sweeps import provenance
-
-    here = provenance()["machine"]["cpu_capability"]
-    there = json.loads(stored["machine"].iloc[0]).get("cpu_capability")
-    if there != here:
-        pytest.skip(f"the stored rows were computed with torch's {there} kernels, this machine "
-                    f"dispatches to {here}: `make sweep NAME={sweep_name}` here, then rerun")
-
-
-def assert_rows_match(rows, old):
-    """Recomputed sweep rows against stored ones, column by column: numbers within 1e-4
-    relative, everything else (verdicts, counts, spike steps, names) exactly. Not bit for bit:
-    two CPU models with the same instruction set can still round differently inside torch's
-    kernels, and the runs amplify rounding over thousands of steps (a fork's largest loss
-    ratio came out 9e-6 apart on two such machines, with every outcome the same)."""
-    import numpy as np
-    import pandas as pd
-
-    assert len(rows) == len(old) > 0
-    for col in rows.columns:
-        a, b = rows[col].reset_index(drop=True), old[col].reset_index(drop=True)
-        if pd.api.types.is_float_dtype(a) or pd.api.types.is_float_dtype(b):
-            np.testing.assert_allclose(a.astype(float), b.astype(float), rtol=1e-4, atol=1e-12,
-                                       err_msg=col)
-        else:
-            assert list(a.astype(object)) == list(b.astype(object)), col

@@ -209,20 +209,3 @@ def test_prevented_shares_and_lag_offsets():
     assert offsets["crossing-50"] == -50 and offsets["start"] == 30
     assert offsets["lambda_grad crossing"] == 24.5   # seeds 0-9: 20..29, median over spikes
     assert offsets["spike start"] == 30
-
-
-def test_stored_fork_rows_recomputed_match_the_table():
-    """The intervention sweep's task for the MLP under seed 3, run again here, gives its stored
-    rows: every branch's outcome exactly, every number within float tolerance."""
-    import pandas as pd
-
-    from conftest import assert_rows_match, skip_unless_same_kernels
-    from utils.sweeps import SWEEPS, load_sweep, run_training_task, sweep_tasks
-
-    stored = load_sweep("intervention")
-    skip_unless_same_kernels(stored, "intervention")
-    sweep = SWEEPS["intervention"]
-    task = next(t for t in sweep_tasks(sweep) if t.config.model == "mlp" and t.seeds == (3,))
-    rows = pd.DataFrame(run_training_task(task.config, task.seeds, sweep.evaluate))
-    old = stored[(stored["config_index"] == task.config_index) & (stored["seed"] == 3)]
-    assert_rows_match(rows, old[rows.columns])

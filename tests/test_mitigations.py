@@ -131,22 +131,14 @@ def test_eps_bound_table_finds_where_things_stop():
     assert bound.loc["mlp", "eps_needed_median"] == 1e-3
 
 
-def test_stored_mitigation_table_covers_every_run_and_recomputes():
-    """data/sweeps/mitigations.csv.gz holds every (architecture, method, seed) with provenance,
-    and one config trained again here gives its stored rows."""
-    from conftest import assert_rows_match, skip_unless_same_kernels
+def test_stored_mitigation_table_covers_every_run():
+    """data/sweeps/mitigations.csv.gz holds every (architecture, method, seed) with provenance
+    (its runs' first steps are recomputed in tests/test_stored_prefixes.py)."""
     from utils.mitigations import MITIGATION_SEEDS
-    from utils.sweeps import PROVENANCE_COLUMNS, SWEEPS, load_sweep, run_task, sweep_tasks
+    from utils.sweeps import PROVENANCE_COLUMNS, load_sweep
 
     stored = load_sweep("mitigations")
     assert len(stored) == len(ARCHITECTURES) * len(METHODS) * len(MITIGATION_SEEDS)
     assert set(PROVENANCE_COLUMNS) <= set(stored.columns)
     assert not stored["commit"].str.endswith("-dirty").any()
     assert set(stored["method"]) == set(METHODS)
-    skip_unless_same_kernels(stored, "mitigations")
-    sweep = SWEEPS["mitigations"]
-    task = next(t for t in sweep_tasks(sweep)
-                if t.config.model == "mlp" and method_of(t.config) == "eps_0.1")
-    rows = pd.DataFrame(run_task(task.config, task.seeds, sweep.evaluate, task.batched))
-    old = stored[stored["config_index"] == task.config_index]
-    assert_rows_match(rows, old[rows.columns])

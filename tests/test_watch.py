@@ -10,7 +10,7 @@ import torch
 
 from utils import watch
 from utils.predictors import JUDGED_HORIZON
-from utils.watch import (RECOMPUTE_STEP, WATCH, WATCH_FACTOR, WATCH_SEEDS, WATCH_SIGNALS,
+from utils.watch import (WATCH, WATCH_FACTOR, WATCH_SEEDS, WATCH_SIGNALS,
                          check_watch, read_tensorboard, score_watch, train_watched,
                          watch_alarms, watch_verdicts)
 
@@ -166,31 +166,6 @@ def test_stored_table_has_every_seed_signal_and_provenance():
     assert json.loads(stored["settings"].iloc[0]) == WATCH
     for column in ("versions", "machine", "python", "utils_version"):
         assert stored[column].notna().all()
-
-
-def test_stored_rows_recomputed_over_their_first_steps():
-    """Seed 0 trained again for RECOMPUTE_STEP steps (2 threads, as stored) with both monitors
-    gives the loss and the two λ_grad(Ĥ) its rows hold at that step."""
-    from conftest import skip_unless_same_kernels
-    from utils.sweeps import load_sweep
-
-    stored = load_sweep("watch")
-    skip_unless_same_kernels(stored, "watch")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        for seed in (0,):
-            run = train_watched(seed, progress=False, steps=RECOMPUTE_STEP,
-                                measure_on=("batch", "eval"))
-            row = stored[stored["seed"] == seed].iloc[0]
-            batch, evaluation = (run.tables[p].iloc[-1] for p in ("batch", "eval"))
-            np.testing.assert_allclose(batch["loss"], row["loss_at_recompute"], rtol=1e-4)
-            np.testing.assert_allclose(batch["lambda_grad_pre"],
-                                       row["lambda_grad_at_recompute"], rtol=1e-4)
-            np.testing.assert_allclose(evaluation["lambda_grad_pre"],
-                                       row["lambda_grad_at_recompute_eval"], rtol=1e-4)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def test_the_chapter_defaults_are_the_stored_settings():

@@ -7,10 +7,19 @@
 * :class:`Quadratic` — the 1-D quadratic f(θ) = a θ² / 2 (its output is the loss itself).
 
 :func:`build_model` builds any of them by name with validated arguments.
+
+**"Another machine" switch.** With the environment variable ``ADAM_SPIKES_PERTURB`` set to a
+relative size such as ``1e-12``, every model the book builds (:func:`build_model`, and chapter
+9's language model through :func:`perturb_initial`) has its initial parameters multiplied by
+``1 + s·ξ`` (ξ standard normal, drawn under a fixed seed, so a perturbed run is reproducible).
+A spike's timing is chaotic: this changes a run's trajectory after a few hundred steps as another
+CPU, BLAS or thread count would, while its first steps agree within a tolerance. ``make test``
+runs every chapter once under it (see the README).
 """
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 import torch.nn.functional as F
@@ -136,10 +145,54 @@ MODELS = {"mlp": MLP, "cnn": SmallCNN, "transformer": Transformer, "quadratic": 
 
 def build_model(name: str, *, seed: int = 0, dtype: torch.dtype = torch.float64,
                 **kwargs) -> nn.Module:
-    """Build model ``name`` (one of :data:`MODELS`) with parameters drawn under ``seed``."""
+    """Build model ``name`` (one of :data:`MODELS`) with parameters drawn under ``seed``
+    (and perturbed when the switch ``ADAM_SPIKES_PERTURB`` is on: :func:`perturb_initial`)."""
     cls = MODELS[check_choice("model", name, MODELS)]
     check_number("seed", seed, low=0, integer=True)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = cls(**kwargs)
-    return model.to(dtype)
+    return perturb_initial(model.to(dtype), seed)
+
+
+PERTURB_ENV = "ADAM_SPIKES_PERTURB"
+"""The environment variable of the "another machine" switch (see the module docstring)."""
+PERTURB_MAX = 1e-3
+"""The largest relative size the switch accepts: it imitates rounding, not a new seed."""
+_PERTURB_SEED = 20_250_604
+"""Offset of the seed the perturbation is drawn under (a model of seed s uses this + s)."""
+
+
+def perturbation_scale() -> float:
+    """The relative size s of the switch: 0.0 when ``ADAM_SPIKES_PERTURB`` is unset, empty or
+    0; ValueError naming the variable and the allowed range for anything else than a number in
+    [0, :data:`PERTURB_MAX`]."""
+    raw = os.environ.get(PERTURB_ENV, "").strip()
+    if not raw:
+        return 0.0
+    try:
+        scale = float(raw)
+    except ValueError:
+        scale = math.nan
+    if not 0.0 <= scale <= PERTURB_MAX:
+        raise ValueError(f"{PERTURB_ENV} must be a relative size in [0, {PERTURB_MAX:g}] "
+                         f"(for example 1e-12), got {raw!r}")
+    return scale
+
+
+def perturb_initial(model: nn.Module, seed: int, scale: float | None = None) -> nn.Module:
+    """Multiply every parameter of ``model`` in place by ``1 + r·ξ`` and return it: ξ standard
+    normal under the seed ``_PERTURB_SEED + seed``, r = max(``scale``, the parameter dtype's
+    machine epsilon), so that a float32 parameter moves by about one unit in the last place
+    rather than not at all. ``scale`` None reads the switch (:func:`perturbation_scale`); 0
+    leaves the model as it is."""
+    scale = perturbation_scale() if scale is None else float(scale)
+    if scale == 0.0:
+        return model
+    gen = torch.Generator().manual_seed(_PERTURB_SEED + int(seed))
+    with torch.no_grad():
+        for p in model.parameters():
+            r = max(scale, torch.finfo(p.dtype).eps)
+            xi = torch.randn(p.shape, generator=gen, dtype=torch.float64)
+            p.copy_((p.double() * (1.0 + r * xi)).to(p.dtype))
+    return model

@@ -33,6 +33,7 @@ import torch
 
 from .detectors import loss_rose, score_alarms, sustained
 from .lm import CharData, TinyGPT, lm_loss, repeated_corpus
+from .models import perturb_initial
 from .monitor import AlarmRule, SpikeMonitor
 from .predictors import HORIZONS, JUDGED_HORIZON, matched_chance
 from .spikes import SPIKE_FACTORS, SPIKE_WINDOW, detect_spikes
@@ -97,7 +98,7 @@ def watch_problem(seed: int = 0, **settings):
     check_number("seed", seed, low=0, integer=True)
     s = check_watch(settings)
     data = CharData(repeated_corpus(s["n_sentences"]), context=s["context"], seed=seed)
-    model = TinyGPT(data.vocab_size, context=s["context"], seed=seed)
+    model = perturb_initial(TinyGPT(data.vocab_size, context=s["context"], seed=seed), seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=s["lr"], betas=(s["beta1"], s["beta2"]),
                                  eps=s["eps"])
     warmup = max(s["warmup"], 1)
