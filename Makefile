@@ -99,6 +99,7 @@ clean:
 sweeps: setup
 	$(PY) -m utils.sweeps all
 	$(PY) -m utils.watch
+	$(PY) -m utils.prefixes
 
 # NAME=watch is chapter 9's table (utils.watch: its seeds run one after another, each timing
 # the monitor); every other name is a registered sweep of utils.sweeps.
