@@ -1,6 +1,7 @@
 # The two commands of the README, and the pieces they are built from.
 #   make book   — set up, build the HTML with every page re-executed (default parameters) into _build/
-#   make test   — set up, run the unit tests, then nbval on the committed chapter notebooks
+#   make test   — set up, run the unit tests, then nbval on the committed chapter notebooks, every
+#                 page executed under the "another machine" switch (ADAM_SPIKES_PERTURB=1e-12)
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -37,8 +38,14 @@ test: setup unit nbval
 unit: setup
 	$(PY) -m pytest tests
 
+# nbval runs every page under the "another machine" switch (ADAM_SPIKES_PERTURB, see
+# utils/models.py): every model's initial parameters move by PERTURB relative, so each chaotic
+# trajectory differs from the one the committed outputs came from, as on another CPU. What nbval
+# compares (each cell's metadata "nbval" says why it is stable; tests/test_nbval_cells.py) and
+# every check a page asserts must hold anyway.  `make nbval PERTURB=0` compares the plain run.
+PERTURB ?= 1e-12
 nbval: setup
-	$(PY) -m pytest --nbval $(NOTEBOOKS) --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
+	ADAM_SPIKES_PERTURB=$(PERTURB) $(PY) -m pytest --nbval $(NOTEBOOKS) --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
 
 # Rewrite the committed notebooks with the outputs of their default run (what nbval compares
 # against): after a change to a chapter or to utils/, run this and commit the notebooks.
