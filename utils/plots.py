@@ -20,6 +20,13 @@ LABELS = {
 }
 
 
+
+def legend(ax, **kwargs) -> None:
+    """``ax.legend(**kwargs)`` where ``ax`` has labelled artists; nothing otherwise (a run with
+    no spike has no spike to label, and matplotlib would warn on the page)."""
+    if ax.get_legend_handles_labels()[1]:
+        ax.legend(**kwargs)
+
 def use_house_style():
     """Seaborn's white grid, readable fonts, one figure width for every chapter."""
     sns.set_theme(style="whitegrid", context="notebook", rc={"figure.figsize": (8, 3.2),
@@ -44,7 +51,7 @@ def plot_loss(metrics, spikes: list[Spike] = (), ax=None, label: str = "loss"):
     mark_spikes(ax, spikes)
     ax.set_xlabel("step $t$")
     ax.set_ylabel("training loss (MSE)")
-    ax.legend(loc="best", fontsize="small")
+    legend(ax, loc="best", fontsize="small")
     return ax
 
 
@@ -62,7 +69,7 @@ def plot_curvature(metrics, lr: float, columns=("lambda_max_pre", "lambda_max_H"
         ax.set_yscale("log")
     ax.set_xlabel("step $t$")
     ax.set_ylabel("curvature")
-    ax.legend(loc="best", fontsize="small")
+    legend(ax, loc="best", fontsize="small")
     return ax
 
 
@@ -79,7 +86,7 @@ def plot_decoupling(metrics, beta2: float, spikes: list[Spike] = (), axes=None):
     ax2.axhline(beta2, color="k", ls="--", lw=1, label=r"$\beta_2$")
     ax2.set_ylim(beta2 - 3 * (1 - beta2), beta2 + 6 * (1 - beta2))
     ax2.set_ylabel(r"$v_t / v_{t-1}$ (median)")
-    ax2.legend(loc="upper right", fontsize="small")
+    legend(ax2, loc="upper right", fontsize="small")
     for ax in axes:
         mark_spikes(ax, spikes, label=False)
         ax.set_xlabel("step $t$")
@@ -100,7 +107,7 @@ def plot_growth_vs_decay(stretch, beta2: float, lr: float, ax=None):
     ax.axhline(2.0 / lr, color="k", ls="--", lw=1, label=r"$2/\eta$")
     ax.set_xlabel("step $t$")
     ax.set_ylabel("curvature")
-    ax.legend(loc="best", fontsize="small")
+    legend(ax, loc="best", fontsize="small")
     return ax
 
 
@@ -127,7 +134,7 @@ def plot_spike_windows(metrics, spikes: list[Spike], lr: float, before: int = 12
         bottom.set_xlabel("step $t$")
     axes[0, 0].set_ylabel(r"curvature $\times\, \eta/2$")
     axes[1, 0].set_ylabel("loss")
-    axes[0, 0].legend(fontsize="small", loc="best")
+    legend(axes[0, 0], fontsize="small", loc="best")
     fig.tight_layout()
     return fig
 
@@ -143,7 +150,7 @@ def plot_alignment(metrics, spikes: list[Spike] = (), ax=None):
     mark_spikes(ax, spikes)
     ax.set_xlabel("step $t$")
     ax.set_ylabel("alignment $|\\cos|$")
-    ax.legend(loc="lower left", fontsize="small")
+    legend(ax, loc="lower left", fontsize="small")
     return ax
 
 
@@ -175,7 +182,7 @@ def plot_predictor_timeline(crossings: dict, spikes: list[Spike], ax=None):
     ax.set_yticks(range(len(crossings)), [LABELS.get(k, k) + r" $> 2/\eta$" for k in crossings])
     ax.set_ylim(-0.6, len(crossings) - 0.4)
     ax.set_xlabel("step $t$")
-    ax.legend(loc="upper left", fontsize="small")
+    legend(ax, loc="upper left", fontsize="small")
     return ax
 
 
@@ -205,7 +212,7 @@ def plot_mechanism(metrics, stages, lr: float, after: int = 80):
     ax_lam.axhline(2.0 / lr, color="k", ls="--", lw=1, label=r"$2/\eta$")
     ax_lam.set_ylabel("curvature")
     ax_lam.set_xlabel("step $t$")
-    ax_lam.legend(loc="lower left", fontsize="small")
+    legend(ax_lam, loc="lower left", fontsize="small")
     ax_lam.set_xlim(lo, hi)
     palette = sns.color_palette("pastel", 5)
     for k, (a, b) in enumerate(zip(stages.bounds[:-1], stages.bounds[1:])):
@@ -279,8 +286,8 @@ def _finish_loss_over_curvature(fig, lr: float, xlabel: str, fontsize: str):
     top.set_ylabel("training loss (MSE)")
     bottom.set_ylabel(LABELS["lambda_max_pre"])
     bottom.set_xlabel(xlabel)
-    top.legend(loc="best", fontsize=fontsize)
-    bottom.legend(loc="best", fontsize=fontsize)
+    legend(top, loc="best", fontsize=fontsize)
+    legend(bottom, loc="best", fontsize=fontsize)
     fig.tight_layout()
     return fig
 
@@ -332,7 +339,7 @@ def plot_precision_recall(curves, axes=None, signals=None, chance=None):
         ax.set_xlim(-0.03, 1.03)
         ax.set_ylim(-0.01, top)
     axes[0].set_ylabel("precision")
-    axes[-1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize="x-small")
+    legend(axes[-1], loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize="x-small")
     return axes
 
 
@@ -353,7 +360,7 @@ def plot_lead_times(table, ax=None):
                     linewidth=0.8)
     ax.set_xlabel("lead: steps from the first alarm to the spike's start")
     ax.set_ylabel("")
-    ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1))
+    legend(ax, fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1))
     return ax
 
 
@@ -409,7 +416,7 @@ def plot_phase(grid, fit=None, reference=None, share=None, ax=None, title: str =
     ax.set_xlabel(r"$\delta = 1 - \beta_1$")
     ax.set_ylabel(r"$\gamma = 1 - \beta_2$")
     ax.set_title(title, fontsize="small")
-    ax.legend(fontsize="x-small", loc="lower right")
+    legend(ax, fontsize="x-small", loc="lower right")
     return ax
 
 
@@ -505,7 +512,7 @@ def plot_watched_run(events, spikes: list[Spike], alarms: dict, axes=None):
     top = max(3.0, float(np.nanpercentile(secant, 99)) if np.isfinite(secant).any() else 3.0)
     axes[1].set_ylim(-3, min(top, 10))
     axes[1].set_ylabel(r"curvature $\times\,\eta/2$")
-    axes[1].legend(loc="upper left", fontsize="x-small", ncol=3)
+    legend(axes[1], loc="upper left", fontsize="x-small", ncol=3)
     mark_spikes(axes[1], spikes, label=False)
     g2 = events["g2_over_v_median"].notna().to_numpy()
     axes[2].semilogy(steps[g2], events["g2_over_v_median"].to_numpy(dtype=float)[g2], lw=0.8,
