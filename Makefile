@@ -39,7 +39,7 @@ unit: setup
 	$(PY) -m pytest tests
 
 # nbval runs every page under the "another machine" switch (ADAM_SPIKES_PERTURB, see
-# utils/models.py): every model's initial parameters move by PERTURB relative, so each chaotic
+# utils/training/models.py): every model's initial parameters move by PERTURB relative, so each chaotic
 # trajectory differs from the one the committed outputs came from, as on another CPU. What nbval
 # compares (each cell's metadata "nbval" says why it is stable; tests/test_nbval_cells.py) and
 # every check a page asserts must hold anyway.  `make nbval PERTURB=0` compares the plain run.
@@ -90,10 +90,10 @@ binder-check:
 #   make chapter NB=02 ARGS="-p beta2 0.99 -p steps 500"      make params NB=02
 chapter: setup
 	@test -n "$(NB)" || { echo 'usage: make chapter NB=02 ARGS="-p beta2 0.99"  (make params NB=02 lists them)'; exit 2; }
-	$(PY) -m utils.rerun $(NB) $(ARGS)
+	$(PY) -m utils.book.rerun $(NB) $(ARGS)
 
 params: setup
-	@$(PY) -m utils.rerun $(or $(NB),00) --list
+	@$(PY) -m utils.book.rerun $(or $(NB),00) --list
 
 clean:
 	rm -rf _build
@@ -104,16 +104,16 @@ clean:
 # in _build/sweeps/, so an interrupted sweep resumes where it stopped.
 #   make sweeps                  every sweep          make sweep NAME=03_gradient_alignment
 sweeps: setup
-	$(PY) -m utils.sweeps all
-	$(PY) -m utils.watch
-	$(PY) -m utils.prefixes
+	$(PY) -m utils.book.sweeps all
+	$(PY) -m utils.book.watch_sweep
+	$(PY) -m utils.book.prefixes
 
-# NAME=watch is chapter 9's table (utils.watch: its seeds run one after another, each timing
-# the monitor); every other name is a registered sweep of utils.sweeps.
+# NAME=watch is chapter 9's table (utils.book.watch_sweep: its seeds run one after another, each timing
+# the monitor); every other name is a registered sweep of utils.book.sweeps.
 
 sweep: setup
-	@test -n "$(NAME)" || { echo 'usage: make sweep NAME=<name>  (names: $(PY) -m utils.sweeps --list)'; exit 2; }
-	@if [ "$(NAME)" = watch ]; then $(PY) -m utils.watch; else $(PY) -m utils.sweeps $(NAME); fi
+	@test -n "$(NAME)" || { echo 'usage: make sweep NAME=<name>  (names: $(PY) -m utils.book.sweeps --list)'; exit 2; }
+	@if [ "$(NAME)" = watch ]; then $(PY) -m utils.book.watch_sweep; else $(PY) -m utils.book.sweeps $(NAME); fi
 
 # Re-pin the whole environment (constraints.txt) from the working .venv, after a change to
 # requirements.txt has been installed and tested. The benchmark's extra package is left out.

@@ -6,7 +6,7 @@
    change of 1e-3 (PyHessian's rule) — each from the same snapshot of model and optimizer, so
    every method follows the same trajectory. Every tracked λ_max(Ĥ) is compared with a dense
    eigendecomposition of the same step's Ĥ (computed outside the timers).
-2. K seeds batched into one run (``utils.seeds``) against one seed, K = 1, 4, 16, 64.
+2. K seeds batched into one run (``utils.training.seeds``) against one seed, K = 1, 4, 16, 64.
 3. Every chapter model (chapters 1, 3 and 4) at its chapter settings: a window of tracked
    training at the chapter's tracking interval, with the engine's products per tracked step,
    its uncertified steps, its largest error against a cold tight ``eigsh`` at every tracked step
@@ -44,16 +44,16 @@ import pandas as pd
 import torch
 from scipy.sparse.linalg import eigsh
 
-from utils.adam_state import read_adam_state
-from utils.chapters import chapter_config
-from utils.curvature import (PreconditionedHessian, gradient_curvatures, linear_operator,
+from utils.curvature.adam_state import read_adam_state
+from utils.studies.settings import chapter_config
+from utils.curvature.preconditioned import (PreconditionedHessian, gradient_curvatures, linear_operator,
                              top_eigenpair)
-from utils.engine import TrackingEngine, single_model
-from utils.hvp import LossHessian, loss_of_params, math_attention
-from utils.losses import mse
-from utils.rerun import chapter_names
-from utils.runs import REPO_ROOT, RunConfig, build_data, build_problem, check_device
-from utils.seeds import run_seeds
+from utils.curvature.engine import TrackingEngine, single_model
+from utils.curvature.hvp import LossHessian, loss_of_params, math_attention
+from utils.training.losses import mse
+from utils.book.rerun import chapter_names
+from utils.training.runs import REPO_ROOT, RunConfig, build_data, build_problem, check_device
+from utils.training.seeds import run_seeds
 
 OUT = REPO_ROOT / "_build" / "bench" / "results.json"
 INTERLEAVE_CHUNK = 20
@@ -415,12 +415,12 @@ def seed_batching(config: RunConfig, steps: int, ks=(1, 4, 16, 64)):
 
 def seeds_per_minute(config: RunConfig, steps: int, n_seeds: int, workers: int) -> dict:
     """Seeds per minute of ``n_seeds`` runs on ``workers`` Dask worker processes (seeds batched
-    in tasks of ``utils.parallel.SEEDS_PER_TASK``, one torch thread each; cluster start and
-    shutdown included) over those of one unbatched single-seed process (``utils.runs.run``, the
+    in tasks of ``utils.book.parallel.SEEDS_PER_TASK``, one torch thread each; cluster start and
+    shutdown included) over those of one unbatched single-seed process (``utils.training.runs.run``, the
     faster of 1 and ``workers`` torch threads, median of three runs). Both at ``config``'s
     tracking interval and measurements, over ``steps`` steps."""
-    from utils.parallel import run_seeds_parallel
-    from utils.runs import run
+    from utils.book.parallel import run_seeds_parallel
+    from utils.training.runs import run
 
     cfg = replace(config, steps=steps, progress=False)
     run(replace(cfg, steps=5))  # first-call costs (lazy initialisation) untimed
@@ -447,8 +447,8 @@ def seeds_per_minute(config: RunConfig, steps: int, n_seeds: int, workers: int) 
 def _monitor_problem(name: str, device: str):
     """(model, optimizer, loss_fn, batch_of(step)) of a monitored loop: a chapter model on its
     full batch, or the chapter-9 language model on mini-batches of its generated corpus."""
-    from utils.lm import lm_loss
-    from utils.watch import WATCH, watch_problem
+    from utils.training.lm import lm_loss
+    from utils.studies.watch import WATCH, watch_problem
 
     if name == "lm":
         data, model, opt, _ = watch_problem(0)

@@ -3,7 +3,9 @@
 ``render`` runs Debian's Chromium once per page (the DOM after scripts ran, and a
 screenshot); ``page_problems`` reads that DOM: math MathJax did not typeset, raw LaTeX or MyST
 roles left in the text, images whose file is missing or unreadable, execution errors in the
-outputs, and internal links to a page or anchor that does not exist.
+outputs, internal links to a page or anchor that does not exist, and visible code or text
+blocks whose lines run past the page's column (the browser measures them: a probe script marks
+every shown ``<pre>`` that would need a horizontal scroll bar).
 """
 from __future__ import annotations
 
@@ -36,12 +38,33 @@ def find_chromium() -> str | None:
     return next((p for p in map(shutil.which, CHROMIUM_NAMES) if p), None)
 
 
+OVERFLOW_PROBE = """<script>
+window.addEventListener("load", () => setTimeout(() => {
+  for (const pre of document.querySelectorAll("main pre")) {
+    const shown = pre.checkVisibility ? pre.checkVisibility() : pre.offsetParent !== null;
+    if (shown && pre.scrollWidth > pre.clientWidth + 1) {
+      pre.setAttribute("data-overflow", String(pre.scrollWidth - pre.clientWidth));
+    }
+  }
+}, 500));
+</script>"""
+"""Marks each shown ``<pre>`` of the page's main column whose content is wider than the block
+(``data-overflow``: by how many pixels); a folded cell's code is not shown, so it is not
+marked."""
+
+
 def render(chromium: str, page: Path, screenshot: Path) -> str:
-    """The page's DOM after its scripts (MathJax) ran, and a screenshot 1280 px wide and about
-    as tall as the page (estimated from the page's HTML) to ``screenshot``: one Chromium run."""
-    height = page_height(page.read_text(encoding="utf-8"))
-    return _chromium(chromium, page, f"--window-size=1280,{height}", "--dump-dom",
-                     f"--screenshot={screenshot}")
+    """The page's DOM after its scripts (MathJax, and :data:`OVERFLOW_PROBE`) ran, and a
+    screenshot 1280 px wide and about as tall as the page (estimated from the page's HTML) to
+    ``screenshot``: one Chromium run, on a copy of the page beside it with the probe added."""
+    html = page.read_text(encoding="utf-8")
+    probe = page.with_name(f".probe-{page.name}")
+    probe.write_text(html.replace("</body>", OVERFLOW_PROBE + "</body>", 1), encoding="utf-8")
+    try:
+        return _chromium(chromium, probe, f"--window-size=1280,{page_height(html)}",
+                         "--dump-dom", f"--screenshot={screenshot}")
+    finally:
+        probe.unlink()
 
 
 def _chromium(chromium: str, page: Path, *args: str) -> str:
@@ -81,6 +104,9 @@ def page_problems(page: Path, dom: str) -> list[str]:
         problems.append("execution error output: a Python traceback")
     for a in soup.find_all("a", href=True):
         problems += _link_problems(page, a["href"])
+    for pre in soup.select("pre[data-overflow]"):
+        widest = max(pre.get_text().splitlines() or [""], key=len)
+        problems.append(f"a line runs {pre['data-overflow']} px past the column: {widest[:70]!r}")
     return problems
 
 

@@ -1,11 +1,11 @@
 import pytest
 import torch
 
-from utils.adam_state import read_adam_state
-from utils.data import modular_addition
-from utils.hvp import LossHessian, loss_of_params
-from utils.losses import mse
-from utils.models import build_model
+from utils.curvature.adam_state import read_adam_state
+from utils.training.data import modular_addition
+from utils.curvature.hvp import LossHessian, loss_of_params
+from utils.training.losses import mse
+from utils.training.models import build_model
 
 torch.set_num_threads(1)
 

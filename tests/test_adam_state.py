@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from conftest import tiny_mlp_problem
-from utils.adam_state import decoupling_statistics, read_adam_state
-from utils.hvp import flatten
+from utils.curvature.adam_state import decoupling_statistics, read_adam_state
+from utils.curvature.hvp import flatten
 
 
 @pytest.mark.parametrize("betas,eps", [((0.9, 0.999), 1e-8), ((0.0, 0.95), 1e-3)])
@@ -70,7 +70,7 @@ def test_decoupling_statistics_known_values():
 def test_quantiles_by_selection_are_the_sorted_elements():
     """_quantiles picks by kthvalue exactly the elements that indexing the sorted vector at
     round(q (n − 1)) picks, ties and odd and even lengths included."""
-    from utils.adam_state import QUANTILES, _quantiles
+    from utils.curvature.adam_state import QUANTILES, _quantiles
 
     gen = torch.Generator().manual_seed(0)
     for n in (1, 2, 7, 10, 1001):

@@ -4,7 +4,7 @@ import importlib.util
 import json
 import math
 
-from utils.runs import REPO_ROOT
+from utils.training.runs import REPO_ROOT
 
 KEYS = ("tracking_cost_ratio", "cold_eigsh_cost_ratio", "hvps_per_step",
         "cold_eigsh_hvps_per_step", "max_rel_error_lambda_max", "seed_batch_ratio_16")

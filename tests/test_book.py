@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from utils.runs import REPO_ROOT
+from utils.training.runs import REPO_ROOT
 
 import browser  # tests/browser.py (pytest puts tests/ on the path)
 
@@ -104,11 +104,34 @@ def test_checker_passes_a_sound_page(tmp_path):
     ('<div class="output traceback">ZeroDivisionError</div>', "execution error"),
     ('<a href="nowhere.html">x</a>', "broken link"),
     ('<a href="page.html#nope">x</a>', "no anchor #nope"),
+    ('<pre data-overflow="40">x = 1  # a line wider than its block</pre>', "past the column"),
 ])
 def test_checker_finds_each_kind_of_breakage(tmp_path, broken, finding):
     page = _page(tmp_path, SOUND + broken)
     problems = browser.page_problems(page, page.read_text())
     assert len(problems) == 1 and finding in problems[0], problems
+
+
+def test_the_probe_marks_a_cut_off_line_and_not_a_folded_one(tmp_path):
+    """In Chromium, a shown code block narrower than its line is marked; the same block inside
+    a closed <details> (a folded cell) is not, nor is a short line."""
+    chromium = browser.find_chromium()
+    if chromium is None:
+        pytest.skip(f"no Chromium: {browser.HOW_TO_ENABLE}")
+    wide = "x = " + "1 + " * 60 + "1"
+    page = tmp_path / "probe.html"
+    page.write_text(
+        '<html><body><main style="width:300px">'
+        f'<pre id="cut">{wide}</pre><pre id="short">x = 1</pre>'
+        f'<details><summary>code</summary><pre id="folded">{wide}</pre></details>'
+        "</main></body></html>")
+    dom = browser.render(chromium, page, tmp_path / "shot.png")
+    from bs4 import BeautifulSoup
+
+    marked = [pre["id"] for pre in BeautifulSoup(dom, "html.parser").select("pre[data-overflow]")]
+    assert marked == ["cut"]
+    assert any("past the column" in p for p in browser.page_problems(page, dom))
+    assert not page.with_name(".probe-probe.html").exists()
 
 
 def test_every_notebook_page_has_launch_buttons(built_book):

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from utils.chapters import chapter_config
-from utils.models import PERTURB_ENV, build_model, perturb_initial, perturbation_scale
-from utils.runs import run
-from utils.seeds import run_seeds
+from utils.studies.settings import chapter_config
+from utils.training.models import PERTURB_ENV, build_model, perturb_initial, perturbation_scale
+from utils.training.runs import run
+from utils.training.seeds import run_seeds
 
 PREFIX = 100
 """Steps over which two paths of the same run are asserted to agree (to 1e-9 relative)."""

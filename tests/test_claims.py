@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from utils.claims import (alignment_verdicts, calm_stretches, crossing_verdicts,
+from utils.studies.claims import (alignment_verdicts, calm_stretches, crossing_verdicts,
                           decay_crossing_step, onset_verdicts, predicted_decay_growth,
                           random_direction_cosine, v_decay_verdicts)
-from utils.spikes import Spike
-from utils.runs import RunConfig
+from utils.events.spikes import Spike
+from utils.training.runs import RunConfig
 
 
 def result(metrics, spikes, lr=0.01, beta2=0.999, track_every=1):
@@ -174,7 +174,7 @@ def test_onset_verdicts_fail_when_lambda_grad_crosses_after_the_start():
 def _instrumented(certificates, errors):
     import pandas as pd
     from types import SimpleNamespace
-    from utils.runs import RunResult
+    from utils.training.runs import RunResult
 
     metrics = pd.DataFrame({"step": range(len(certificates)), "eig_certificate": certificates,
                             "eig_corrected": [0.0] * len(certificates)})
@@ -183,7 +183,7 @@ def _instrumented(certificates, errors):
 
 
 def test_instrument_verdict_fails_on_an_uncertified_step_or_a_spot_check_error():
-    from utils.claims import instrument_verdict
+    from utils.studies.claims import instrument_verdict
 
     assert instrument_verdict(_instrumented(["residual"] * 3, [1e-6, 2e-5])).passed
     assert not instrument_verdict(_instrumented(["residual", "none", "residual"], [1e-6])).passed
@@ -217,7 +217,7 @@ def quadratic_pair(adam_lambda, gd_loss, a=1.0, lr=0.1, adam_spikes=()):
 
 
 def test_counterexample_verdicts_pass_and_fail():
-    from utils.claims import counterexample_verdicts
+    from utils.studies.claims import counterexample_verdicts
 
     n = 400
     rising = np.geomspace(1.0, 40.0, n)                  # crosses 2/η = 20 near step 330
@@ -239,7 +239,7 @@ def test_counterexample_verdicts_pass_and_fail():
 
 
 def test_alignment_onset_rows_end_at_the_spike_start():
-    from utils.claims import alignment_phases
+    from utils.studies.claims import alignment_phases
 
     r = alignment_run()
     phases = alignment_phases(r, onset_before=20)

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from conftest import adam_after, dense_reference, tiny_mlp_problem
-from utils.adam_state import read_adam_state
-from utils.curvature import (PreconditionedHessian, alignment, gradient_curvatures,
+from utils.curvature.adam_state import read_adam_state
+from utils.curvature.preconditioned import (PreconditionedHessian, alignment, gradient_curvatures,
                              top_eigenpair)
-from utils.hvp import LossHessian
+from utils.curvature.hvp import LossHessian
 
 REL = 1e-6
 

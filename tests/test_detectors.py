@@ -4,9 +4,9 @@ import math
 import numpy as np
 import pytest
 
-from utils.detectors import (above, ema_zscore, loss_rose, olmo_skip, random_alarms,
+from utils.events.detectors import (above, ema_zscore, loss_rose, olmo_skip, random_alarms,
                              score_alarms, sustained)
-from utils.spikes import Spike
+from utils.events.spikes import Spike
 
 
 def spike(start, end):
@@ -99,7 +99,7 @@ def test_spam_rule_fires_exactly_where_pytorch_optimizer_spam_clips():
     import torch
     from pytorch_optimizer import SPAM
 
-    from utils.detectors import spam_spike
+    from utils.events.detectors import spam_spike
 
     p = torch.nn.Parameter(torch.zeros(6, dtype=torch.float64))
     opt = SPAM([p], lr=1e-3, foreach=False)
@@ -121,7 +121,7 @@ def test_stableadamw_rule_fires_exactly_where_optimi_reduces_the_step():
     import torch
     from optimi import StableAdamW
 
-    from utils.detectors import stableadamw_rms
+    from utils.events.detectors import stableadamw_rms
 
     p = torch.nn.Parameter(torch.zeros(6, dtype=torch.float64))
     lr, eps = 1e-2, 1e-6
@@ -147,8 +147,8 @@ def test_secant_curvature_is_lambda_grad_on_a_quadratic():
     any other update it is the Rayleigh quotient of c D^{1/2} A D^{1/2} along D^{-1/2} Δθ."""
     import torch
 
-    from utils.curvature import curvatures_along_gradient
-    from utils.detectors import secant_curvature
+    from utils.curvature.preconditioned import curvatures_along_gradient
+    from utils.events.detectors import secant_curvature
 
     gen = torch.Generator().manual_seed(0)
     q = torch.randn(8, 8, generator=gen, dtype=torch.float64)
@@ -176,7 +176,7 @@ def test_critical_step_finds_the_closed_form_on_a_quadratic(scale):
     its alarm (step ≤ η) is the exact one."""
     import torch
 
-    from utils.detectors import critical_step
+    from utils.events.detectors import critical_step
 
     gen = torch.Generator().manual_seed(1)
     q = torch.randn(6, 6, generator=gen, dtype=torch.float64)

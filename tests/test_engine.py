@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from conftest import dense_reference, tiny_mlp_problem, tracked_adam_step
-from utils.engine import TrackingEngine, rayleigh_ritz, single_model
-from utils.hvp import LossHessian, loss_of_params
-from utils.losses import mse
+from utils.curvature.engine import TrackingEngine, rayleigh_ritz, single_model
+from utils.curvature.hvp import LossHessian, loss_of_params
+from utils.training.losses import mse
 
 
 @pytest.mark.parametrize("fixture", ["tiny_mlp", "tiny_cnn", "tiny_transformer"])
@@ -177,7 +177,7 @@ def test_a_cold_start_check_corrects_a_block_that_missed_the_top():
 def test_a_step_at_the_round_cap_is_not_certified():
     """A step that stops at max_rounds with its residual above tol is reported as not
     converged (and the tracker's certificate is 'none'); with enough rounds it is certified."""
-    from utils.tracker import certificate
+    from utils.curvature.tracker import certificate
 
     mats, grads = swapping_operators()
     g = grads[0]

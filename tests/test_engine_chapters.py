@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from utils.adam_state import read_adam_state
-from utils.chapters import chapter_config
-from utils.curvature import PreconditionedHessian, top_eigenpair
-from utils.engine import TrackingEngine, single_model
-from utils.hvp import LossHessian, math_attention
-from utils.runs import build_problem
+from utils.curvature.adam_state import read_adam_state
+from utils.studies.settings import chapter_config
+from utils.curvature.preconditioned import PreconditionedHessian, top_eigenpair
+from utils.curvature.engine import TrackingEngine, single_model
+from utils.curvature.hvp import LossHessian, math_attention
+from utils.training.runs import build_problem
 
 
 @pytest.mark.parametrize("chapter, warmup, tracked_steps", [

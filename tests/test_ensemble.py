@@ -5,9 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from utils.ensemble import (ENSEMBLE_SHARE, bootstrap_ci, ensemble_verdicts, glue_checked,
+from utils.studies.ensemble import (ENSEMBLE_SHARE, bootstrap_ci, ensemble_verdicts, glue_checked,
                             glue_illustration, sensitivity_table)
-from utils.verdicts import Verdict, report_verdicts
+from utils.studies.verdicts import Verdict, report_verdicts
 
 
 def table(holds, spikes=None):

@@ -3,10 +3,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from utils.losses import mse
+from utils.training.losses import mse
 from torch.func import functional_call
 
-from utils.hvp import LossHessian, flatten, loss_of_params
+from utils.curvature.hvp import LossHessian, flatten, loss_of_params
 
 
 def dense_hessian(model, loss_fn):
@@ -19,7 +19,7 @@ def dense_hessian(model, loss_fn):
         pieces = theta.split([s.numel() for s in shapes])
         return loss_fn({n: c.view(s) for n, c, s in zip(names, pieces, shapes)})
 
-    from utils.hvp import math_attention
+    from utils.curvature.hvp import math_attention
     with math_attention():
         return torch.autograd.functional.hessian(f, theta0)
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from utils.interventions import (BRANCHES, FrozenPreconditioner, Intervention, RandomKick,
+from utils.studies.interventions import (BRANCHES, FrozenPreconditioner, Intervention, RandomKick,
                                  VFloor, checkpoint_at, run_branches)
-from utils.runs import RunConfig, run
+from utils.training.runs import RunConfig, run
 
 CONFIG = RunConfig(model="mlp", model_kwargs={"width": 16}, data="sin",
                    data_kwargs={"n_points": 64}, lr=0.01, steps=300, track_every=5,
@@ -134,8 +134,8 @@ def test_fork_steps_end_at_the_spike_start_and_skip_a_missing_previous_spike():
 
     import pandas as pd
 
-    from utils.interventions import fork_steps
-    from utils.spikes import Spike
+    from utils.studies.interventions import fork_steps
+    from utils.events.spikes import Spike
 
     steps = np.arange(1, 401)
     lam = np.where(steps >= 300, 250.0, 150.0)          # crosses 2/η = 200 at 300
@@ -155,7 +155,7 @@ def fork_table():
     prevents the spike at early lags in 9 of 10, the kick in 1 of 10."""
     import pandas as pd
 
-    from utils.interventions import LAGS
+    from utils.studies.interventions import LAGS
 
     rows = []
     for seed in range(10):
@@ -177,7 +177,7 @@ def fork_table():
 
 
 def test_intervention_verdicts_pass_and_fail():
-    from utils.interventions import intervention_verdicts, spike_rates
+    from utils.studies.interventions import intervention_verdicts, spike_rates
 
     table = fork_table()
     v = {x.name: x for x in intervention_verdicts(table)}
@@ -198,7 +198,7 @@ def test_intervention_verdicts_pass_and_fail():
 
 
 def test_prevented_shares_and_lag_offsets():
-    from utils.interventions import lag_offsets, prevented_shares
+    from utils.studies.interventions import lag_offsets, prevented_shares
 
     table = fork_table()
     shares = prevented_shares(table)

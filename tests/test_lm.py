@@ -1,7 +1,7 @@
 """The generated corpus and the small language model of the monitor's chapter."""
 import torch
 
-from utils.lm import CharData, TinyGPT, grammar_corpus, lm_loss
+from utils.training.lm import CharData, TinyGPT, grammar_corpus, lm_loss
 
 
 def test_corpus_is_deterministic_and_batches_reproducible():
@@ -31,7 +31,7 @@ def test_model_size_causality_and_loss():
 
 
 def test_repeated_corpus_cycles_a_few_simple_sentences():
-    from utils.lm import repeated_corpus
+    from utils.training.lm import repeated_corpus
 
     text = repeated_corpus(n_sentences=3, n_chars=2_000, seed=0)
     assert len(text) == 2_000 and text == repeated_corpus(3, 2_000, seed=0)

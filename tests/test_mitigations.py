@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from utils.mitigations import (ARCHITECTURES, BASELINE, METHODS, best_loss_curve,
+from utils.studies.mitigations import (ARCHITECTURES, BASELINE, METHODS, best_loss_curve,
                                eps_bound_table, eps_needed, interval, method_of, method_table,
                                mitigation_config, mitigation_verdicts, ranking,
                                steps_to_target, with_targets)
@@ -35,7 +35,7 @@ def test_best_loss_curve_and_steps_to_target():
 
 
 def test_eps_needed_is_the_bound_at_the_worst_tracked_step():
-    from utils.adam_state import momentum_factor
+    from utils.curvature.adam_state import momentum_factor
 
     class C:
         beta1, lr = 0.9, 0.02
@@ -134,8 +134,8 @@ def test_eps_bound_table_finds_where_things_stop():
 def test_stored_mitigation_table_covers_every_run():
     """data/sweeps/mitigations.csv.gz holds every (architecture, method, seed) with provenance
     (its runs' first steps are recomputed in tests/test_stored_prefixes.py)."""
-    from utils.mitigations import MITIGATION_SEEDS
-    from utils.sweeps import PROVENANCE_COLUMNS, load_sweep
+    from utils.studies.mitigations import MITIGATION_SEEDS
+    from utils.book.sweeps import PROVENANCE_COLUMNS, load_sweep
 
     stored = load_sweep("mitigations")
     assert len(stored) == len(ARCHITECTURES) * len(METHODS) * len(MITIGATION_SEEDS)

@@ -6,10 +6,10 @@ import math
 import pytest
 import torch
 
-from utils.adam_state import read_adam_state
-from utils.curvature import gradient_curvatures
-from utils.hvp import LossHessian, loss_of_params
-from utils.losses import mse
+from utils.curvature.adam_state import read_adam_state
+from utils.curvature.preconditioned import gradient_curvatures
+from utils.curvature.hvp import LossHessian, loss_of_params
+from utils.training.losses import mse
 from utils.monitor import AlarmRule, SpikeMonitor
 
 
@@ -45,8 +45,8 @@ def test_lambda_grad_is_the_trackers_on_the_chapter_1_model():
     """On chapter 1's MLP (full batch), the monitor's λ_grad(Ĥ) at every measured step equals
     gradient_curvatures on the Hessian at θ_t with D_t read from torch.optim.Adam after the
     step, which is what the tracker measures."""
-    from utils.chapters import chapter_config
-    from utils.runs import build_data, build_model_for
+    from utils.studies.settings import chapter_config
+    from utils.training.runs import build_data, build_model_for
 
     config = chapter_config("01_v_decay")
     data = build_data(config)
@@ -109,7 +109,7 @@ def test_secant_is_the_exact_directional_curvature_on_a_quadratic():
 
 def test_adamw_with_two_groups_gives_adams_d():
     """AdamW with two parameter groups (weight decay on one): the D the monitor uses for a
-    step is the preconditioner utils.adam_state reads after it."""
+    step is the preconditioner utils.curvature.adam_state reads after it."""
     model, batch = mlp_problem()
     weights = [p for n, p in model.named_parameters() if n.endswith("weight")]
     biases = [p for n, p in model.named_parameters() if n.endswith("bias")]
@@ -158,23 +158,23 @@ def test_finite_difference_fallback_is_taken_once_said_and_recorded(monkeypatch)
     """An out-of-memory error in the double backward pass switches the monitor to finite
     differences once, with a warning and a note, and each row records its product; the values
     agree with the double backward ones."""
-    import utils.hvp
+    import utils.curvature.hvp
 
     model, batch = mlp_problem()
     ref_model, _ = mlp_problem()
     opts = [torch.optim.Adam(m.parameters(), lr=0.01) for m in (model, ref_model)]
     ref = SpikeMonitor(ref_model, opts[1], loss_fn, every=2, hvp="autograd", dtype=torch.float64)
     train(ref_model, opts[1], ref, batch, 6)
-    real = utils.hvp.LossHessian._double_backward
+    real = utils.curvature.hvp.LossHessian._double_backward
 
     def oom(self, vectors):
         raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     monitor = SpikeMonitor(model, opts[0], loss_fn, every=2, dtype=torch.float64)
-    monkeypatch.setattr(utils.hvp.LossHessian, "_double_backward", oom)
+    monkeypatch.setattr(utils.curvature.hvp.LossHessian, "_double_backward", oom)
     with pytest.warns(RuntimeWarning, match="finite differences"):
         train(model, opts[0], monitor, batch, 6)
-    monkeypatch.setattr(utils.hvp.LossHessian, "_double_backward", real)
+    monkeypatch.setattr(utils.curvature.hvp.LossHessian, "_double_backward", real)
     measured = [r for r in monitor.rows if r["step"] % 2 == 0]
     assert [r["hvp"] for r in measured] == ["finite_difference"] * 3
     assert len(monitor.notes) == 1

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from conftest import tiny_mlp_problem
-from utils.optimizers import (build_clipper, build_optimizer, read_spam_state,
+from utils.training.optimizers import (build_clipper, build_optimizer, read_spam_state,
                               read_stableadamw_state, state_reader)
-from utils.runs import RunConfig, run
+from utils.training.runs import RunConfig, run
 
 FAST = dict(model="mlp", model_kwargs={"width": 8}, data="sin", data_kwargs={"n_points": 32},
             lr=0.01, steps=6, track_every=0, progress=False)

@@ -3,9 +3,9 @@ import distributed
 import numpy as np
 import pytest
 
-from utils.parallel import chunk_seeds, dask_client, run_seeds_parallel
-from utils.runs import RunConfig
-from utils.seeds import run_seeds
+from utils.book.parallel import chunk_seeds, dask_client, run_seeds_parallel
+from utils.training.runs import RunConfig
+from utils.training.seeds import run_seeds
 
 CONFIG = RunConfig(model="mlp", model_kwargs=dict(width=8), data="sin",
                    data_kwargs=dict(n_points=32), lr=0.02, steps=20, track_every=4,
@@ -87,7 +87,7 @@ def _worker_settings():
 def test_local_workers_run_single_threaded_without_dasks_slow_defaults():
     """One OpenMP thread, glibc's own malloc trimming (Dask's MALLOC_TRIM_THRESHOLD_ made our
     runs 1.9x slower) and no statistical profiler in every local worker."""
-    from utils.parallel import dask_client
+    from utils.book.parallel import dask_client
 
     with dask_client(workers=1) as client:
         env, profiling = client.submit(_worker_settings).result()

@@ -1,10 +1,10 @@
-"""The quadratic's phase diagram (utils.phase): the vectorised Adam, the criterion, the fit."""
+"""The quadratic's phase diagram (utils.studies.phase): the vectorised Adam, the criterion, the fit."""
 import numpy as np
 import pytest
 import torch
 
-from utils.phase import PhaseGrid, adam_quadratic, boundary_points, fit_boundary, log_grid
-from utils.spikes import _running_median
+from utils.studies.phase import PhaseGrid, adam_quadratic, boundary_points, fit_boundary, log_grid
+from utils.events.spikes import _running_median
 
 PAIRS = [(0.2, 5e-4), (0.05, 0.01), (0.001, 0.3), (0.01, 0.002)]
 
@@ -36,7 +36,7 @@ def test_the_grid_is_torch_adam_elementwise(delta, gamma):
 def test_online_criterion_is_the_books_detection_rule(delta, gamma, spiky):
     """On torch.optim.Adam's loss series (runs whose loss stays above float64's underflow, both
     outcomes present): spiky online exactly when some step after the discarded half has
-    loss ≥ 10 × the median of its previous 50 (utils.spikes' running median): the detection
+    loss ≥ 10 × the median of its previous 50 (utils.events.spikes' running median): the detection
     rule of the book's detector, without its event bookkeeping (an event whose loss settles at
     a higher level never closes, which would mark a calm second half as spiky)."""
     steps = 6000
@@ -80,7 +80,7 @@ def test_no_boundary_no_fit_and_bad_grids_are_refused():
 
 
 def test_phase_verdicts_fail_where_their_claim_is_false():
-    from utils.phase import TANG_FITS, fit_summary, phase_verdicts
+    from utils.studies.phase import TANG_FITS, fit_summary, phase_verdicts
 
     tang = fit_summary(fit_boundary(synthetic_grid(*TANG_FITS["quadratic"], n=30)))
     other = fit_summary(fit_boundary(synthetic_grid(2.0, 1.5, n=30)))
@@ -97,8 +97,8 @@ def test_phase_verdicts_fail_where_their_claim_is_false():
 def test_stored_phase_table_covers_the_grid():
     """data/sweeps/phase.csv.gz holds every grid point under every seed with provenance (its
     runs' first steps are recomputed in tests/test_stored_prefixes.py)."""
-    from utils.phase import TRANSFORMER_GRID, TRANSFORMER_SEEDS
-    from utils.sweeps import PROVENANCE_COLUMNS, load_sweep
+    from utils.studies.phase import TRANSFORMER_GRID, TRANSFORMER_SEEDS
+    from utils.book.sweeps import PROVENANCE_COLUMNS, load_sweep
 
     stored = load_sweep("phase")
     assert len(stored) == TRANSFORMER_GRID ** 2 * len(TRANSFORMER_SEEDS)

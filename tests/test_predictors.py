@@ -5,10 +5,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from utils.detectors import SIGNALS, signal_alarms
-from utils.predictors import (HORIZONS, matched_chance, pool, pooled_difference,
+from utils.events.detectors import SIGNALS, signal_alarms
+from utils.studies.predictors import (HORIZONS, matched_chance, pool, pooled_difference,
                               pooled_scores, predictor_verdicts, score_run)
-from utils.spikes import Spike
+from utils.events.spikes import Spike
 
 
 def synthetic_metrics(n=400, track_every=4, seed=0):
@@ -117,8 +117,8 @@ def test_verdicts_fail_where_their_claim_is_false():
 
 
 def test_score_run_scores_every_signal_threshold_and_horizon():
-    from utils.runs import RunConfig, run
-    from utils.signals import SignalRecorder
+    from utils.training.runs import RunConfig, run
+    from utils.training.signals import SignalRecorder
 
     config = RunConfig(model="mlp", model_kwargs={"width": 16}, data="sin",
                        data_kwargs={"n_points": 64}, lr=0.03, steps=300, track_every=5,
@@ -135,8 +135,8 @@ def test_score_run_scores_every_signal_threshold_and_horizon():
 
 
 def test_stored_table_has_every_signal_setting_and_provenance():
-    from utils.predictors import PREDICTOR_SEEDS, SETTINGS
-    from utils.sweeps import PROVENANCE_COLUMNS, load_sweep
+    from utils.studies.predictors import PREDICTOR_SEEDS, SETTINGS
+    from utils.book.sweeps import PROVENANCE_COLUMNS, load_sweep
 
     stored = load_sweep("predictors")
     for column in ("architecture", "setting", "seed", "signal", "threshold", "horizon",

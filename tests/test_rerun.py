@@ -1,11 +1,11 @@
-"""`python -m utils.rerun` (make chapter): parameter checking before any kernel starts, and one
+"""`python -m utils.book.rerun` (make chapter): parameter checking before any kernel starts, and one
 short end-to-end re-run into a folder of its own."""
 import json
 
 import nbformat
 import pytest
 
-from utils import rerun
+from utils.book import rerun
 
 
 def test_chapter_by_number_or_name():

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from utils.data import load_dataset
-from utils.models import build_model
-from utils.runs import RunConfig, run
+from utils.training.data import load_dataset
+from utils.training.models import build_model
+from utils.training.runs import RunConfig, run
 
 FAST = dict(model="mlp", model_kwargs={"width": 8}, data="sin", data_kwargs={"n_points": 32},
             steps=40, track_every=10, progress=False)
@@ -138,7 +138,7 @@ def test_a_run_spot_checks_the_engine_and_records_its_certificates(tmp_path):
     """Every 100th tracked step (the first included) and each spike's start are compared with a
     cold eigsh; the errors, the certificates and the instrument's record reach metrics.csv and
     summary.json."""
-    from utils.tracker import CERTIFICATES
+    from utils.curvature.tracker import CERTIFICATES
 
     config = RunConfig(model="mlp", model_kwargs={"width": 8}, data="sin",
                        data_kwargs={"n_points": 32}, lr=0.05, steps=210, track_every=2,

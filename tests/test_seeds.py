@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from utils.runs import RunConfig, run
-from utils.seeds import SeedLayout, run_seeds
+from utils.training.runs import RunConfig, run
+from utils.training.seeds import SeedLayout, run_seeds
 
 EXACT = ["loss", "grad_norm", "lambda_grad_H", "lambda_grad_pre_a", "lambda_grad_pre",
          "g2_over_v_median", "g2_over_v_frac_small"]

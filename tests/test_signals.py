@@ -1,13 +1,13 @@
-"""The signals recorded during training (utils.signals) and mini-batch runs (utils.runs)."""
+"""The signals recorded during training (utils.training.signals) and mini-batch runs (utils.training.runs)."""
 import math
 from dataclasses import replace
 
 import pytest
 import torch
 
-from utils.adam_state import read_adam_state
-from utils.runs import RunConfig, build_data, build_problem, minibatch, run
-from utils.signals import COLUMNS, SignalRecorder
+from utils.curvature.adam_state import read_adam_state
+from utils.training.runs import RunConfig, build_data, build_problem, minibatch, run
+from utils.training.signals import COLUMNS, SignalRecorder
 
 
 def quadratic_loop(steps=25, lr=0.05, n=6, critical_evals=40, seed=0):
@@ -123,7 +123,7 @@ def test_bad_batch_sizes_are_refused_before_training():
         replace(MINI, batch_size=-1).validate()
     with pytest.raises(ValueError, match="batch_size: the quadratic"):
         RunConfig(model="quadratic", batch_size=4).validate()
-    from utils.seeds import run_seeds
+    from utils.training.seeds import run_seeds
 
     with pytest.raises(ValueError, match="batch_size: seed batching"):
         run_seeds(MINI, [0, 1])

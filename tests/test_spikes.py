@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from utils.spikes import detect_events, detect_spikes, float_floor, spikes_table
+from utils.events.spikes import detect_events, detect_spikes, float_floor, spikes_table
 
 
 def decaying(n=300, seed=0, noise=0.05):
@@ -95,7 +95,7 @@ def test_no_onset_window_ends_after_its_spike_start():
     """Over many random spiky curves, every onset window ends exactly at the spike's start,
     which is never after its detection, and a crossing that starts after the start is never
     matched (it would be if windows ended at the peak)."""
-    from utils.spikes import Crossing, onset_window, score_predictor
+    from utils.events.spikes import Crossing, onset_window, score_predictor
     rng = np.random.default_rng(0)
     for trial in range(30):
         loss = decaying(n=600, seed=trial, noise=0.2)
@@ -119,7 +119,7 @@ def test_bad_parameters(kwargs, match):
 
 
 def test_sustained_crossings_with_hysteresis_and_duration():
-    from utils.spikes import sustained_crossings
+    from utils.events.spikes import sustained_crossings
     steps = np.arange(12) * 10
     x = np.array([1, 3, 3, 1.9, 3, 1, 1, 3, 1, 3, 3, 3], dtype=float)
     assert [(c.start, c.end) for c in sustained_crossings(x, steps, 2.0)] == [
@@ -145,7 +145,7 @@ def test_aftershocks_merge_into_one_spike():
 
 
 def test_score_predictor_recall_precision_and_leads():
-    from utils.spikes import Crossing, Spike, score_predictor
+    from utils.events.spikes import Crossing, Spike, score_predictor
     spikes = [Spike(100, 105, 110, 120, 1.0, 1.0, 100.0), Spike(300, 302, 310, 330, 1.0, 1.0, 50.0)]
     crossings = [Crossing(95, 112), Crossing(200, 210), Crossing(250, 255)]
     score = score_predictor(crossings, spikes, max_lead=20)

@@ -1,11 +1,11 @@
 """The stored sweeps on any machine: their deterministic parts exactly, the first steps of their
-runs within a tolerance (utils.prefixes), also under the "another machine" switch."""
+runs within a tolerance (utils.book.prefixes), also under the "another machine" switch."""
 import numpy as np
 import pytest
 
-from utils.models import PERTURB_ENV
-from utils.prefixes import PREFIX_FILE, compute_prefix, prefix_targets, tolerance
-from utils.sweeps import PROVENANCE_COLUMNS, SWEEPS, config_json, config_key, load_sweep
+from utils.training.models import PERTURB_ENV
+from utils.book.prefixes import PREFIX_FILE, compute_prefix, prefix_targets, tolerance
+from utils.book.sweeps import PROVENANCE_COLUMNS, SWEEPS, config_json, config_key, load_sweep
 
 PUBLIC = sorted(name for name, sweep in SWEEPS.items() if sweep.public)
 TARGETS = prefix_targets()
@@ -32,7 +32,7 @@ def stored_target(stored_prefixes, target):
     rows = stored_prefixes[(stored_prefixes["sweep"] == sweep)
                            & (stored_prefixes["config_index"] == index)
                            & (stored_prefixes["seed"] == seed)]
-    assert len(rows), f"no stored prefix for {target}: python -m utils.prefixes"
+    assert len(rows), f"no stored prefix for {target}: python -m utils.book.prefixes"
     return rows[["step", "quantity", "value"]]
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from utils import sweeps
-from utils.runs import RunResult
-from utils.sweeps import (PROVENANCE_COLUMNS, SWEEPS, Sweep, SweepTaskError, basic_columns,
+from utils.book import sweeps
+from utils.training.runs import RunResult
+from utils.book.sweeps import (PROVENANCE_COLUMNS, SWEEPS, Sweep, SweepTaskError, basic_columns,
                           load_sweep, run_sweep, sweep_tasks, task_key)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -138,7 +138,7 @@ def test_task_keys_follow_config_seeds_and_evaluate_but_not_progress():
                                               [0, 1], TINY.evaluate)
     assert key != task_key(config, [0, 2], TINY.evaluate)
     assert key != task_key(dataclasses.replace(config, lr=0.02), [0, 1], TINY.evaluate)
-    assert key != task_key(config, [0, 1], "utils.sweeps:other")
+    assert key != task_key(config, [0, 1], "utils.book.sweeps:other")
 
 
 @pytest.mark.parametrize("call, name", [
@@ -150,7 +150,7 @@ def test_task_keys_follow_config_seeds_and_evaluate_but_not_progress():
     (lambda d: run_sweep(dataclasses.replace(TINY, name="t2", seeds=(-1,)), **d), "seeds"),
     (lambda d: run_sweep(dataclasses.replace(TINY, name="t2", seeds_per_task=0), **d),
      "seeds_per_task"),
-    (lambda d: run_sweep(dataclasses.replace(TINY, name="t2", evaluate="utils.sweeps:nope"),
+    (lambda d: run_sweep(dataclasses.replace(TINY, name="t2", evaluate="utils.book.sweeps:nope"),
                          **d), "evaluate"),
     (lambda d: run_sweep(dataclasses.replace(TINY, name="t2", configs=(
         dataclasses.replace(TINY.configs[0], lr=-1.0),)), **d), "lr"),
@@ -181,7 +181,7 @@ def test_basic_columns_of_a_diverged_run():
 
 
 def cli(*args):
-    return subprocess.run([sys.executable, "-m", "utils.sweeps", *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "utils.book.sweeps", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -205,7 +205,7 @@ def test_cli_runs_a_named_sweep_and_says_where_its_table_went(tmp_path, monkeypa
 
 KILL_SCRIPT = """
 import dataclasses, sys
-from utils.sweeps import SWEEPS, run_sweep
+from utils.book.sweeps import SWEEPS, run_sweep
 sweep = dataclasses.replace(SWEEPS["tiny"], name="tiny_kill", seeds=tuple(range(12)),
                             seeds_per_task=1)
 run_sweep(sweep, serial=True, progress=False, cache_dir=sys.argv[1], out=sys.argv[2])
@@ -241,7 +241,7 @@ def test_a_sweep_killed_midway_resumes_without_recomputing(tmp_path, counted):
 
 def two_rows_per_seed(config, seeds):
     """A training evaluate (``trains=True``): two rows per seed, from a plain run each."""
-    from utils.runs import run
+    from utils.training.runs import run
 
     rows = []
     for seed in seeds:
@@ -261,7 +261,7 @@ def test_a_sweep_whose_evaluate_trains_may_give_several_rows_per_seed(dirs):
     assert table["config_key"].nunique() == 1
     assert task_key(TINY.configs[0], (0, 1), TINY.evaluate, trains=True) != \
         task_key(TINY.configs[0], (0, 1), TINY.evaluate)
-    bad = dataclasses.replace(sweep, name="tiny_bad", evaluate="utils.sweeps:basic_columns")
+    bad = dataclasses.replace(sweep, name="tiny_bad", evaluate="utils.book.sweeps:basic_columns")
     with pytest.raises(SweepTaskError):
         run_sweep(bad, serial=True, progress=False, **dirs)
 
@@ -277,31 +277,31 @@ def test_fields_added_later_enter_the_key_only_when_used():
 def test_batch_models_trains_the_other_models_one_seed_at_a_time(monkeypatch):
     """A sweep whose batch_models leaves a model out trains its seeds with run(), one by one,
     under another task key; the rows are those of separate runs."""
-    import utils.runs
+    import utils.training.runs
 
     single = dataclasses.replace(TINY, name="tiny-single", batch_models=())
     assert not single.batched(TINY.configs[0]) and TINY.batched(TINY.configs[0])
     (a, _), (b, _) = sweep_tasks(TINY), sweep_tasks(single)
     assert a.batched and not b.batched and a.key != b.key
     calls = []
-    real = utils.runs.run
-    monkeypatch.setattr(utils.runs, "run", lambda c, **k: calls.append(c.seed) or real(c, **k))
+    real = utils.training.runs.run
+    monkeypatch.setattr(utils.training.runs, "run", lambda c, **k: calls.append(c.seed) or real(c, **k))
     monkeypatch.setattr(sweeps, "run_seeds", lambda *a, **k: pytest.fail("batched"))
     rows = sweeps.run_task(b.config, b.seeds, single.evaluate, b.batched)
     assert calls == list(b.seeds) and [r["seed"] for r in rows] == list(b.seeds)
 
 
 def test_the_source_hash_is_stable_and_covers_what_the_task_imports():
-    closure = sweeps.module_closure(["utils.ensemble"])
-    assert {"utils", "utils.ensemble", "utils.claims", "utils.runs", "utils.spikes",
-            "utils.sweeps"} <= set(closure)          # .sweeps: imported inside a function
-    assert "utils.watch" not in closure and closure == sorted(closure)
-    first = sweeps.source_hash("utils.ensemble:seeds_01")
+    closure = sweeps.module_closure(["utils.studies.ensemble"])
+    assert {"utils", "utils.studies", "utils.studies.ensemble", "utils.studies.claims",
+            "utils.training.runs", "utils.events.spikes"} <= set(closure)
+    assert "utils.studies.watch" not in closure and closure == sorted(closure)
+    first = sweeps.source_hash("utils.studies.ensemble:seeds_01")
     sweeps.clear_source_hashes()
-    assert first == sweeps.source_hash("utils.ensemble:seeds_01")
+    assert first == sweeps.source_hash("utils.studies.ensemble:seeds_01")
     assert len(first) == 16 and int(first, 16) >= 0
-    assert first == sweeps.source_hash("utils.ensemble:seeds_02")     # same module
-    assert first != sweeps.source_hash(TINY.evaluate)     # tiny's closure lacks utils.claims
+    assert first == sweeps.source_hash("utils.studies.ensemble:seeds_02")     # same module
+    assert first != sweeps.source_hash(TINY.evaluate)     # tiny's closure lacks utils.studies.claims
     # an evaluate module outside utils adds only the task module's closure
     assert sweeps.source_hash(f"{__name__}:failing_on_seed_2") == sweeps.source_hash(
         TINY.evaluate)
@@ -339,13 +339,13 @@ def test_editing_an_imported_source_changes_the_keys_of_the_tasks_that_import_it
         tmp_path, monkeypatch):
     root = copy_utils(tmp_path)
     monkeypatch.setattr(sweeps, "UTILS_DIR", root)
-    chapter, tiny = "utils.ensemble:seeds_01", TINY.evaluate
+    chapter, tiny = "utils.studies.ensemble:seeds_01", TINY.evaluate
     config = TINY.configs[0]
     before = {e: (sweeps.source_hash(e), task_key(config, [0, 1], e)) for e in (chapter, tiny)}
     assert before[chapter] == (sweeps.source_hash(chapter, ROOT / "utils"),
                                task_key(config, [0, 1], chapter))
 
-    with open(root / "claims.py", "a") as fh:      # imported by utils.ensemble, not by tiny's
+    with open(root / "studies" / "claims.py", "a") as fh:   # imported by utils.studies.ensemble, not by tiny's
         fh.write("\n# edited\n")
     assert sweeps.source_hash(chapter) == before[chapter][0]      # cached in this process
     sweeps.clear_source_hashes()
@@ -374,8 +374,8 @@ def test_a_sweep_recomputes_its_tasks_after_an_edit_of_their_sources(dirs, count
 
     try:
         assert run_after() == [(0, 1), (2, 3)]
-        assert run_after("watch.py") == []          # no task of tiny imports utils.watch
-        assert run_after("spikes.py") == [(0, 1), (2, 3)]         # utils.runs imports it
+        assert run_after("studies/watch.py") == []      # no task of tiny imports utils.studies.watch
+        assert run_after("events/spikes.py") == [(0, 1), (2, 3)]   # utils.training.runs imports it
         assert len(list((dirs["cache_dir"] / "tiny").glob("*.json"))) == 4
     finally:
         sweeps.clear_source_hashes()

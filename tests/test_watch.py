@@ -1,4 +1,4 @@
-"""Chapter 9's run and its scoring (utils.watch): settings checked before training, the loop's
+"""Chapter 9's run and its scoring (utils.studies.watch): settings checked before training, the loop's
 files read back, alarms counted where they are raised, scoring windows that end at a spike's
 start, verdicts that fail where their claim is false, and the stored table recomputed."""
 import json
@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 import torch
 
-from utils import watch
-from utils.predictors import JUDGED_HORIZON
-from utils.watch import (WATCH, WATCH_FACTOR, WATCH_SEEDS, WATCH_SIGNALS,
+from utils.studies import watch
+from utils.studies.predictors import JUDGED_HORIZON
+from utils.studies.watch import (WATCH, WATCH_FACTOR, WATCH_SEEDS, WATCH_SIGNALS,
                          check_watch, read_tensorboard, score_watch, train_watched,
                          watch_alarms, watch_verdicts)
 
@@ -157,7 +157,7 @@ def test_the_eval_batch_verdict_fails_where_that_monitor_is_no_better_than_chanc
 
 
 def test_stored_table_has_every_seed_signal_and_provenance():
-    from utils.sweeps import load_sweep
+    from utils.book.sweeps import load_sweep
 
     stored = load_sweep("watch")
     assert set(stored["seed"]) == set(WATCH_SEEDS)
@@ -169,7 +169,7 @@ def test_stored_table_has_every_seed_signal_and_provenance():
 
 
 def test_the_chapter_defaults_are_the_stored_settings():
-    from utils.chapters import chapter_defaults
+    from utils.studies.settings import chapter_defaults
 
     defaults = chapter_defaults("09_watch_your_run")
     assert {k: defaults[k] for k in ("lr", "warmup", "steps", "every")} == {
@@ -180,17 +180,17 @@ def test_the_chapter_defaults_are_the_stored_settings():
 def test_cached_seeds_are_recomputed_when_a_source_changes(tmp_path, monkeypatch):
     """run_watch_sweep reuses a seed's cached rows until the hash of the utils sources it
     imports changes (watch_rows stubbed: nothing is trained)."""
-    from utils import sweeps
+    from utils.book import sweeps, watch_sweep
 
     calls = []
-    monkeypatch.setattr(watch, "watch_rows", lambda seed: calls.append(seed) or [{"n": 1}])
+    monkeypatch.setattr(watch_sweep, "watch_rows", lambda seed: calls.append(seed) or [{"n": 1}])
     args = dict(seeds=[0], out=tmp_path / "watch.csv.gz", cache_dir=tmp_path, progress=False,
                 threads=torch.get_num_threads())
-    watch.run_watch_sweep(**args)
-    watch.run_watch_sweep(**args)
+    watch_sweep.run_watch_sweep(**args)
+    watch_sweep.run_watch_sweep(**args)
     assert calls == [0]
     assert json.loads((tmp_path / "watch" / "seed_0.json").read_text())["key"]["sources"] == \
-        sweeps.source_hash("utils.watch:watch_rows")
-    monkeypatch.setattr(sweeps, "source_hash", lambda evaluate: "edited")
-    watch.run_watch_sweep(**args)
+        sweeps.source_hash("utils.studies.watch:watch_rows")
+    monkeypatch.setattr(watch_sweep, "source_hash", lambda evaluate: "edited")
+    watch_sweep.run_watch_sweep(**args)
     assert calls == [0, 0]

@@ -19,12 +19,12 @@ What it logs (one CSV row per step; TensorBoard scalars under ``monitor/``; the 
 in a tqdm postfix when given the loop's bar):
 
 * every step: ``secant``, c_{t−1} (g_t − g_{t−1})ᵀΔθ / (Δθᵀ D_{t−1}⁻¹ Δθ), the free estimate
-  of the preconditioned curvature along the last update (:func:`utils.detectors.
+  of the preconditioned curvature along the last update (:func:`utils.events.detectors.
   secant_curvature`; with mini-batches g_t and g_{t−1} come from different batches);
 * every ``every`` steps, on the batch it is given or on ``eval_batch``: ``lambda_grad_pre``,
   form (B) of λ_grad(Ĥ_t) = c_t (Dg)ᵀH(Dg)/(gᵀDg), from one Hessian-vector product;
   optionally ``lambda_max_pre`` (λ_max(Ĥ_t), warm-started by the book's engine); the g²/v
-  summaries (:func:`utils.adam_state.g2_over_v_statistics`: the median and 10 % / 90 %
+  summaries (:func:`utils.curvature.adam_state.g2_over_v_statistics`: the median and 10 % / 90 %
   quantiles of g²/v_{t−1} and the share below 1e-2); ``update_rms/<name>``, the RMS
   of each tensor's update; and ``hvp``, which product the row used;
 * ``threshold`` (2/η at that step) and ``alarm``, by the rule :class:`AlarmRule` names
@@ -51,11 +51,11 @@ from pathlib import Path
 import torch
 from torch.func import functional_call
 
-from .adam_state import g2_over_v_statistics, momentum_factor
-from .curvature import curvatures_along_gradient
-from .detectors import secant_curvature
-from .hvp import LossHessian, flatten
-from .validation import check_choice, check_number
+from utils.curvature.adam_state import g2_over_v_statistics, momentum_factor
+from utils.curvature.preconditioned import curvatures_along_gradient
+from utils.events.detectors import secant_curvature
+from utils.curvature.hvp import LossHessian, flatten
+from utils.validation import check_choice, check_number
 
 MONITOR_HVPS = ("auto", "autograd", "finite_difference")
 ALARM_SIGNALS = ("lambda_grad_pre", "lambda_max_pre", "secant")
@@ -321,7 +321,7 @@ class SpikeMonitor:
     def _products(self, hessian, d, c) -> dict:
         g = hessian.gradient
         if self.lambda_max:
-            from .engine import TrackingEngine, single_model
+            from utils.curvature.engine import TrackingEngine, single_model
 
             if self._engine is None:
                 self._engine = TrackingEngine(tol=self.eig_tol)

@@ -1,0 +1,269 @@
+"""Claims judged over seeds: each seed's verdicts (and how they move with the event
+definition), pooled statistics with bootstrap intervals, and ensemble verdicts.
+
+A chapter's seed sweep (:mod:`utils.book.sweeps`) stores one row per seed, made by
+:func:`seed_row`: the number of spikes, every verdict of the chapter as a boolean column, the
+numbers behind them (``<verdict>.<number>``), and the verdicts and spike counts again under each
+other spike factor (``<verdict>@K3``, ``n_spikes@K30``) and crossing hysteresis
+(``<verdict>@h0``) of :data:`~utils.events.spikes.SPIKE_FACTORS` and :data:`~utils.events.spikes.HYSTERESES`.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+
+from utils.studies.claims import alignment_verdicts, crossing_verdicts, onset_verdicts, v_decay_verdicts
+from utils.training.runs import find_events, parameter_count
+from utils.events.spikes import CROSSING_HYSTERESIS, HYSTERESES, SPIKE_FACTOR, SPIKE_FACTORS
+from utils.studies.verdicts import Verdict
+
+ENSEMBLE_SHARE = 0.75
+"""Stated before the sweeps ran: a claim holds for the ensemble when its verdict holds in at
+least 75 % of the seeds that spiked (a seed without the verdict's numbers counts as not holding)."""
+
+JUDGED = {
+    "01_v_decay": ("decoupled", "crossing_predicted_by_decay", "lambda_pre_rises_at_decay_rate",
+                   "lambda_H_flat_below_threshold"),
+    "02_lambda_max_crossing": ("crossing_precedes_every_spike", "raw_curvature_below"),
+    "03_gradient_alignment": ("calm_as_unaligned_as_chance", "onset_alignment_large"),
+    "04_spike_onset": ("lambda_grad_marks_onsets", "lambda_max_fires_more_often",
+                       "lambda_grad_more_precise", "lambda_grad_beats_chance"),
+}
+"""The verdicts of each chapter that are judged over seeds (preconditions such as
+"the run has spikes" are not)."""
+
+
+def chapter_verdicts(chapter: str, result, hysteresis: float = CROSSING_HYSTERESIS) -> list[Verdict]:
+    """The verdicts of ``chapter`` (one of :data:`JUDGED`) on one run."""
+    if chapter == "01_v_decay":
+        return v_decay_verdicts(result, hysteresis=hysteresis)
+    if chapter == "02_lambda_max_crossing":
+        return crossing_verdicts(result, hysteresis=hysteresis)
+    if chapter == "03_gradient_alignment":   # no crossing in these verdicts
+        return alignment_verdicts(result, n_params=parameter_count(result.config))
+    if chapter == "04_spike_onset":
+        return onset_verdicts(result, hysteresis=hysteresis)
+    raise ValueError(f"chapter must be one of {list(JUDGED)}, got {chapter!r}")
+
+
+def with_factor(result, factor: float):
+    """``result`` with its spikes found again under spike factor ``factor``."""
+    spikes, excluded = find_events(result.metrics, result.config, factor=factor)
+    return replace(result, spikes=spikes, excluded=excluded)
+
+
+def seed_row(chapter: str, result) -> dict:
+    """One seed's row of a chapter sweep (see the module docstring)."""
+    row = {"n_spikes": len(result.spikes), "n_excluded": len(result.excluded),
+           "diverged": result.diverged_at is not None,
+           "uncertified_steps": int((result.metrics.get("eig_certificate") == "none").sum())
+           if "eig_certificate" in result.metrics else 0}
+    for v in chapter_verdicts(chapter, result):
+        row[v.name] = bool(v.passed)
+        row.update({f"{v.name}.{k}": _number(x) for k, x in v.numbers.items()})
+    default_factor = result.config.spike_factor
+    for factor in SPIKE_FACTORS:
+        if factor != default_factor:
+            other = with_factor(result, factor)
+            row[f"n_spikes@K{factor:g}"] = len(other.spikes)
+            row.update({f"{v.name}@K{factor:g}": bool(v.passed)
+                        for v in chapter_verdicts(chapter, other)})
+    if chapter != "03_gradient_alignment":
+        for h in HYSTERESES:
+            if h != CROSSING_HYSTERESIS:
+                row.update({f"{v.name}@h{h:g}": bool(v.passed)
+                            for v in chapter_verdicts(chapter, result, hysteresis=h)})
+    return row
+
+
+def _number(x):
+    if isinstance(x, (bool, np.bool_)):
+        return bool(x)
+    if isinstance(x, (int, np.integer)):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        return float(x)
+    return None if x is None else str(x)
+
+
+def seeds_01(results):
+    """Sweep rows of chapter 1 (the ``evaluate`` of its seed sweep)."""
+    return [seed_row("01_v_decay", r) for r in results]
+
+
+def seeds_02(results):
+    """Sweep rows of chapter 2."""
+    return [seed_row("02_lambda_max_crossing", r) for r in results]
+
+
+def seeds_03(results):
+    """Sweep rows of chapter 3."""
+    return [seed_row("03_gradient_alignment", r) for r in results]
+
+
+def seeds_04(results):
+    """Sweep rows of chapter 4."""
+    return [seed_row("04_spike_onset", r) for r in results]
+
+
+def bootstrap_ci(values, statistic=np.median, level: float = 0.95,
+                 n_resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """(statistic, low, high): the statistic of the finite ``values`` with a percentile
+    bootstrap interval at ``level`` (scipy.stats.bootstrap, a fixed seed, so the interval is
+    reproducible); NaN where there are fewer than two values or all are equal."""
+    from scipy.stats import bootstrap
+
+    x = np.asarray(values, dtype=float)
+    x = x[np.isfinite(x)]
+    if len(x) == 0:
+        return math.nan, math.nan, math.nan
+    point = float(statistic(x))
+    if len(x) < 2 or np.all(x == x[0]):
+        return point, point, point
+    res = bootstrap((x,), statistic, confidence_level=level, n_resamples=n_resamples,
+                    method="percentile", random_state=np.random.default_rng(seed))
+    return point, float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def share_holding(table: pd.DataFrame, column: str, spiked: str = "n_spikes") -> pd.Series:
+    """The verdict ``column`` over the seeds with a spike (by ``spiked``), missing as False."""
+    rows = table[table[spiked] > 0]
+    return rows[column].astype("boolean").fillna(False).astype(float) if column in rows else \
+        pd.Series(0.0, index=rows.index)
+
+
+def ensemble_verdicts(table: pd.DataFrame, chapter: str,
+                      share: float = ENSEMBLE_SHARE) -> list[Verdict]:
+    """For each judged verdict of ``chapter``: holds in at least ``share`` of the seeds that
+    spiked; numbers: seeds, seeds that spiked, the share holding with its 95 % bootstrap
+    interval. If the claim held only in the one run a chapter shows, the share would be low and
+    this fails."""
+    out = []
+    n_spiked = int((table["n_spikes"] > 0).sum())
+    for name in JUDGED[chapter]:
+        held = share_holding(table, name)
+        point, lo, hi = bootstrap_ci(held, np.mean)
+        out.append(Verdict(f"ensemble_{name}",
+                           f"{name} holds in ≥ {share:.0%} of the seeds that spiked",
+                           n_spiked > 0 and point >= share,
+                           {"seeds": len(table), "seeds_spiked": n_spiked, "share": point,
+                            "share_ci_low": lo, "share_ci_high": hi}))
+    return out
+
+
+def pooled_table(table: pd.DataFrame, quantities: dict[str, str]) -> pd.DataFrame:
+    """One row per quantity (label -> column of per-seed values): the seeds with a value, the
+    median over seeds and its 95 % bootstrap interval."""
+    rows = []
+    for label, column in quantities.items():
+        values = table[column] if column in table else pd.Series(dtype=float)
+        point, lo, hi = bootstrap_ci(values)
+        rows.append({"quantity": label, "seeds": int(np.isfinite(values.astype(float)).sum()),
+                     "median": point, "ci95_low": lo, "ci95_high": hi})
+    return pd.DataFrame(rows).set_index("quantity")
+
+
+def sensitivity_table(table: pd.DataFrame, chapter: str) -> pd.DataFrame:
+    """How the ensemble moves with the event definition: one row per spike factor and per
+    crossing hysteresis (the default row reads the plain columns); columns: the mean number of
+    spikes per seed, the seeds that spiked, and for each judged verdict the share of those
+    seeds in which it holds."""
+    settings = [(f"spike_factor = {k:g}", "" if k == SPIKE_FACTOR else f"@K{k:g}",
+                 "n_spikes" if k == SPIKE_FACTOR else f"n_spikes@K{k:g}") for k in SPIKE_FACTORS]
+    if chapter != "03_gradient_alignment":
+        settings += [(f"hysteresis = {h:g}", "" if h == CROSSING_HYSTERESIS else f"@h{h:g}",
+                      "n_spikes") for h in HYSTERESES]
+    rows = []
+    for label, suffix, spikes_col in settings:
+        row = {"setting": label + (" (default)" if not suffix else ""),
+               "spikes per seed": float(table[spikes_col].mean()),
+               "seeds spiked": int((table[spikes_col] > 0).sum())}
+        for name in JUDGED[chapter]:
+            held = share_holding(table, name + suffix, spikes_col)
+            row[name] = float(held.mean()) if len(held) else math.nan
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("setting")
+
+
+def glue_ensemble(verdicts: list[Verdict], pooled: pd.DataFrame | None = None) -> None:
+    """Glue the ensemble's numbers for the prose, rounded to 3 significant digits (they are
+    read from the stored table, so nbval compares them exactly): ``n_seeds``, ``seeds_spiked``,
+    ``share_<verdict>`` with ``_lo`` and ``_hi`` (its 95 % interval), and for each pooled
+    quantity ``ens_<quantity>`` with ``_lo``, ``_hi`` and ``_seeds`` (the prefix keeps them
+    apart from the single run's numbers on the same page)."""
+    from myst_nb import glue
+
+    def r3(x):
+        return float(f"{x:.3g}") if isinstance(x, float) and math.isfinite(x) else x
+
+    if verdicts:
+        glue("n_seeds", verdicts[0].numbers["seeds"], display=False)
+        glue("seeds_spiked", verdicts[0].numbers["seeds_spiked"], display=False)
+        glue("ensemble_share", ENSEMBLE_SHARE, display=False)
+    for v in verdicts:
+        name = v.name.removeprefix("ensemble_")
+        glue(f"share_{name}", r3(v.numbers["share"]), display=False)
+        glue(f"share_{name}_lo", r3(v.numbers["share_ci_low"]), display=False)
+        glue(f"share_{name}_hi", r3(v.numbers["share_ci_high"]), display=False)
+    for quantity, row in ([] if pooled is None else pooled.iterrows()):
+        glue(f"ens_{quantity}", r3(row["median"]), display=False)
+        glue(f"ens_{quantity}_lo", r3(row["ci95_low"]), display=False)
+        glue(f"ens_{quantity}_hi", r3(row["ci95_high"]), display=False)
+        glue(f"ens_{quantity}_seeds", int(row["seeds"]), display=False)
+
+
+def glue_illustration(values: dict, stored: pd.DataFrame | None,
+                      columns: dict) -> pd.DataFrame:
+    """Glue each of the live run's ``values`` (name -> number) for the prose, as an
+    illustration, and set it beside the stored seeds: ``columns`` maps a name to the sweep column
+    holding the same quantity (None where the sweep has none). Returns one row per number: the
+    value, the seeds' minimum, median and maximum, and whether the value lies within the seeds'
+    range (NaN where there is nothing to compare).
+
+    Nothing is asserted. A spike's timing is chaotic: on another machine (or under the switch
+    ``ADAM_SPIKES_PERTURB``) the live run is another sample, and the stored seeds were trained
+    batched, another path again, so one run's numbers can fall outside the range of 16 seeds
+    without anything being wrong. The claims are judged over the stored seeds instead."""
+    from myst_nb import glue
+
+    rows = []
+    for name, value in values.items():
+        glue(name, value, display=False)
+        column = columns.get(name)
+        x = (pd.to_numeric(stored[column], errors="coerce").to_numpy(dtype=float)
+             if stored is not None and column in stored else np.array([]))
+        x = x[np.isfinite(x)]
+        v = float(value) if value is not None else math.nan
+        lo, mid, hi = (float(x.min()), float(np.median(x)), float(x.max())) if len(x) else \
+            (math.nan,) * 3
+        rows.append({"number": name, "this run": value, "seeds min": lo, "seeds median": mid,
+                     "seeds max": hi,
+                     "within the seeds' range": bool(lo <= v <= hi) if len(x) and v == v
+                     else math.nan})
+    return pd.DataFrame(rows).set_index("number")
+
+
+def glue_checked(values: dict, bands: dict, strict: bool) -> pd.DataFrame:
+    """Glue each of the single run's ``values`` (name -> number) for the prose, and check it
+    against its tolerance band (name -> (low, high), stated in the chapter). Under the default parameters (``strict``) a value outside its band
+    raises ``AssertionError``, since the prose quoting it may no longer hold. Returns the table
+    of values, bands and whether each is inside."""
+    from myst_nb import glue
+
+    rows = []
+    for name, value in values.items():
+        glue(name, value, display=False)
+        lo, hi = bands.get(name, (-math.inf, math.inf))
+        x = float(value) if value is not None else math.nan
+        rows.append({"number": name, "value": value, "band_low": lo, "band_high": hi,
+                     "inside": bool(lo <= x <= hi)})
+    out = pd.DataFrame(rows).set_index("number")
+    missing = sorted(set(values) - set(bands))
+    outside = list(out.index[~out["inside"]])
+    if strict and (outside or missing):
+        raise AssertionError(f"numbers quoted in the prose outside their stated bands: {outside}"
+                             + (f"; numbers without a band: {missing}" if missing else ""))
+    return out

@@ -1,0 +1,459 @@
+"""Fork a run and change one thing: the causal test of the book's thesis.
+
+    base = run(config, checkpoint_every=10)                 # the unperturbed run, with checkpoints
+    fork = checkpoint_at(base, config, step=1200)           # Adam's state after update 1200
+    control = run(config, resume=fork)                      # reproduces the original bit for bit
+    floored = run(config, resume=fork, intervention=VFloor())
+
+An :class:`Intervention` acts on the real ``torch.optim.Adam`` at the fork (``prepare``) and
+after each of its steps (``after_step``); only :class:`FrozenPreconditioner` replaces the
+optimizer, by :class:`FrozenPreconditionerAdam`, whose update is written out below.
+
+Branches (the issue's list; all start from the same checkpoint):
+
+* ``control``: nothing changes; it must reproduce the original trajectory.
+* ``v_floor``: v never falls below its value at the fork (``exp_avg_sq`` clamped after each
+  step of ``torch.optim.Adam``), so λ_max(Ĥ) cannot grow by v's decay.
+* ``d_frozen``: the preconditioner D fixed at its fork value while m keeps its momentum.
+* ``eps_raised``: ε raised so that c·λ_max(H)/ε < 2/η (λ_max(Ĥ) ≤ c λ_max(H)/ε).
+* ``lr_lowered``: η lowered by the factor that puts the largest λ_max(Ĥ) of the control before
+  its spike back under 2/η.
+* ``random_kick``: the parameters moved at the fork, in a random direction, by the largest
+  distance between the control and the v-floor branch before the control's spike.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pandas as pd
+import torch
+
+from utils.curvature.adam_state import momentum_factor, read_adam_state
+from utils.training.runs import Checkpoint, RunConfig, RunResult, find_events, run
+from utils.validation import check_number
+
+
+class FrozenPreconditionerAdam(torch.optim.Optimizer):
+    """Adam with its preconditioner frozen: m keeps its momentum, D stays at D0.
+
+        m_t = β1 m_{t-1} + (1-β1) g_t,      θ_{t+1} = θ_t − η m_t / (1-β1^t) / denom0,
+
+    with ``denom0`` = sqrt(v̂_{t0}) + ε from Adam's state at the fork (so D0 = 1/denom0). The
+    operations are those of ``torch.optim.Adam``'s single-tensor update (``lerp_`` for m,
+    ``addcdiv_`` for θ), so where v would not change, the two agree to rounding.
+    """
+
+    def __init__(self, params, *, lr: float, beta1: float, exp_avg, denom, step: int):
+        params = list(params)
+        super().__init__(params, dict(lr=lr, beta1=beta1))
+        for p, m, d in zip(params, exp_avg, denom):
+            self.state[p] = {"exp_avg": m.clone(), "denom": d.clone(), "step": int(step)}
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            lr, beta1 = group["lr"], group["beta1"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                state["step"] += 1
+                state["exp_avg"].lerp_(p.grad, 1 - beta1)
+                step_size = lr / (1 - beta1 ** state["step"])
+                p.addcdiv_(state["exp_avg"], state["denom"], value=-step_size)
+
+
+@dataclass(frozen=True)
+class FrozenState:
+    """What the curvature tracker reads of :class:`FrozenPreconditionerAdam`: D0 and c_t."""
+
+    step: int
+    m: torch.Tensor
+    v: torch.Tensor
+    preconditioner: torch.Tensor
+    beta1: float
+
+    @property
+    def c(self) -> float:
+        return momentum_factor(self.beta1, self.step)
+
+
+class Intervention:
+    """One change made at the fork. ``prepare`` acts on the restored optimizer and parameters
+    (and returns the optimizer to train with); ``after_step`` runs after each optimizer step;
+    ``state`` is what the curvature tracker reads (Adam's own state by default)."""
+
+    name = "control"
+
+    def prepare(self, opt, params: dict):
+        return opt
+
+    def after_step(self, opt) -> None:
+        pass
+
+    def state(self, opt):
+        return read_adam_state(opt)
+
+
+class VFloor(Intervention):
+    """v never falls below its value at the fork: ``exp_avg_sq`` is clamped after each step of
+    the real ``torch.optim.Adam`` (elementwise max with the fork's copy)."""
+
+    name = "v_floor"
+
+    def prepare(self, opt, params):
+        self.floor = {p: opt.state[p]["exp_avg_sq"].clone() for p in params.values()}
+        return opt
+
+    @torch.no_grad()
+    def after_step(self, opt):
+        for p, floor in self.floor.items():
+            torch.maximum(opt.state[p]["exp_avg_sq"], floor, out=opt.state[p]["exp_avg_sq"])
+
+
+class FrozenPreconditioner(Intervention):
+    """D fixed at its fork value, m keeps its momentum (:class:`FrozenPreconditionerAdam`)."""
+
+    name = "d_frozen"
+
+    def prepare(self, opt, params):
+        group = opt.param_groups[0]
+        beta1, beta2 = group["betas"]
+        ps = list(params.values())
+        step = int(opt.state[ps[0]]["step"])
+        bc2_sqrt = (1 - beta2 ** step) ** 0.5
+        denom = [(opt.state[p]["exp_avg_sq"].sqrt() / bc2_sqrt).add_(group["eps"]) for p in ps]
+        self.beta1 = beta1
+        self.v = torch.cat([opt.state[p]["exp_avg_sq"].reshape(-1) for p in ps])
+        self.d = torch.cat([1.0 / d.reshape(-1) for d in denom])
+        return FrozenPreconditionerAdam(ps, lr=group["lr"], beta1=beta1,
+                                        exp_avg=[opt.state[p]["exp_avg"] for p in ps],
+                                        denom=denom, step=step)
+
+    def state(self, opt):
+        ps = [p for g in opt.param_groups for p in g["params"]]
+        step = opt.state[ps[0]]["step"]
+        m = torch.cat([opt.state[p]["exp_avg"].reshape(-1) for p in ps])
+        return FrozenState(step, m, self.v, self.d, self.beta1)
+
+
+class SetHyperparameter(Intervention):
+    """Set ``eps`` or ``lr`` of every parameter group at the fork to ``value``."""
+
+    def __init__(self, name: str, key: str, value: float):
+        self.name, self.key, self.value = name, key, float(value)
+
+    def prepare(self, opt, params):
+        for group in opt.param_groups:
+            group[self.key] = self.value
+        return opt
+
+
+class RandomKick(Intervention):
+    """The parameters moved at the fork by ``size`` (Euclidean norm over all of them) in a
+    uniformly random direction drawn under ``seed``; Adam's state is left as it was."""
+
+    name = "random_kick"
+
+    def __init__(self, size: float, seed: int = 0):
+        self.size, self.seed = float(check_number("size", size, low=0)), int(seed)
+
+    @torch.no_grad()
+    def prepare(self, opt, params):
+        gen = torch.Generator().manual_seed(self.seed)
+        ps = list(params.values())
+        z = [torch.randn(p.shape, generator=gen, dtype=p.dtype) for p in ps]
+        norm = math.sqrt(sum(float((x ** 2).sum()) for x in z))
+        for p, x in zip(ps, z):
+            p.add_(x.to(p.device), alpha=self.size / norm)
+        return opt
+
+
+class Recorded(Intervention):
+    """``inner``, with the flat parameter vector kept after every step (``trajectory``: step
+    -> tensor (n,)), to measure how far two branches drift apart."""
+
+    def __init__(self, inner: Intervention):
+        self.inner, self.name, self.trajectory = inner, inner.name, {}
+
+    def prepare(self, opt, params):
+        self.params = list(params.values())
+        return self.inner.prepare(opt, params)
+
+    def after_step(self, opt):
+        self.inner.after_step(opt)
+        step = int(next(iter(opt.state.values()))["step"])
+        self.trajectory[step] = torch.cat([p.detach().reshape(-1) for p in self.params]).clone()
+
+    def state(self, opt):
+        return self.inner.state(opt)
+
+
+BRANCHES = ("control", "v_floor", "d_frozen", "eps_raised", "lr_lowered", "random_kick")
+"""The branches run from every fork, in this order (later ones use the control's and the v
+floor's measurements to size their change)."""
+LAGS = ("previous_end", "crossing-50", "crossing-10", "crossing", "start")
+"""Where the forks are taken, relative to each spike: at the end of the previous spike (v just
+refilled), 50 and 10 steps before the crossing of 2/η by λ_max(Ĥ) that precedes the spike, at
+that crossing, and at the spike's start."""
+MARGIN = 1.1
+"""ε and η are changed so that the bound they control sits 10 % below 2/η."""
+
+
+def fork_steps(result, spike, previous_end: int | None) -> dict[str, int] | None:
+    """The fork step of each lag (:data:`LAGS`) for ``spike`` of ``result``, or None when no
+    crossing of 2/η by λ_max(Ĥ) begins between ``previous_end`` and the spike's start. Steps
+    are clipped to [previous_end, start] and to ≥ 1; the first spike (``previous_end`` None)
+    has no "previous_end" lag. ``result`` must have measured λ_max(Ĥ)."""
+    from utils.events.spikes import sustained_crossings
+
+    m = result.metrics.dropna(subset=["lambda_max_pre"])
+    lo = previous_end or 1
+    crossings = [c for c in sustained_crossings(m["lambda_max_pre"], m["step"], result.threshold)
+                 if lo <= c.start <= spike.start]
+    if not crossings:
+        return None
+    cross = crossings[-1].start
+    raw = {"previous_end": lo, "crossing-50": cross - 50, "crossing-10": cross - 10,
+           "crossing": cross, "start": spike.start}
+    if previous_end is None:   # the first spike: no refill of v to fork at
+        del raw["previous_end"]
+    return {k: int(min(max(v, lo, 1), spike.start)) for k, v in raw.items()}
+
+
+def checkpoint_at(base: RunResult, step: int) -> Checkpoint:
+    """Adam's state after update ``step`` of ``base`` (a run made with checkpoints): the
+    nearest stored checkpoint at or before ``step``, replayed up to it (bit for bit)."""
+    check_number("step", step, low=0, high=len(base.metrics), integer=True)
+    stored = max(s for s in base.checkpoints if s <= step)
+    if stored == step:
+        return base.checkpoints[step]
+    replay = run(replace(base.config, steps=step, progress=False), resume=base.checkpoints[stored],
+                 checkpoint_steps={step}, spot_checks=False)
+    return replay.checkpoints[step]
+
+
+def branch_row(base: RunResult, fork: int, result: RunResult, change: float | None) -> dict:
+    """One branch from the fork after update ``fork`` of ``base``: whether it spiked (the book's
+    rule, on the base's losses up to the fork followed by the branch's; a spike counts when its
+    peak comes after the fork), the largest loss over the loss at the fork, and the largest
+    λ_max(Ĥ), λ_grad(Ĥ) and λ_max(H) over the branch, each over 2/η."""
+    threshold = base.threshold
+    history = base.metrics[base.metrics["step"] <= fork]
+    losses = pd.concat([history[["step", "loss"]], result.metrics[["step", "loss"]]])
+    spikes, _ = find_events(losses, base.config)
+    late = [s for s in spikes if s.peak > fork]
+    m = result.metrics
+
+    def peak(col):
+        return float(m[col].max()) / threshold if col in m and m[col].notna().any() else math.nan
+
+    return {"fork_step": fork, "steps": int(m["step"].max() - fork) if len(m) else 0,
+            "spiked": bool(late), "spike_start": late[0].start if late else None,
+            "max_loss_ratio": float(m["loss"].max() / history["loss"].iloc[-1]),
+            "max_lambda_max_pre": peak("lambda_max_pre"),
+            "max_lambda_grad_pre": peak("lambda_grad_pre"),
+            "max_lambda_max_H": peak("lambda_max_H"), "change": change,
+            "diverged": result.diverged_at is not None}
+
+
+def run_branches(base: RunResult, fork: int, until: int, seed: int = 0,
+                 keep: bool = False) -> list[dict] | tuple[list[dict], dict]:
+    """Every branch of :data:`BRANCHES` from the fork after update ``fork`` of ``base``, each run
+    to step ``until``; one :func:`branch_row` per branch with its ``branch`` name.
+
+    The control and the v floor run first. ε is then raised to MARGIN × c·λ_max(H)·η/2, with
+    λ_max(H) the largest over the control before its spike (so that c λ_max(H)/ε sits 10 %
+    under 2/η), and η lowered by MARGIN × (the largest λ_max(Ĥ) of the control before its
+    spike)/(2/η) where that exceeds 1. The random kick has the largest distance between the
+    control's and the v floor's parameters before the control's spike. With ``keep``, also
+    returns the branches' :class:`~utils.training.runs.RunResult` by name.
+    """
+    config = replace(base.config, steps=until, progress=False)
+    start = checkpoint_at(base, fork)
+
+    def branch(intervention):
+        return run(config, resume=start, intervention=intervention, spot_checks=False)
+
+    control, floored = Recorded(Intervention()), Recorded(VFloor())
+    results = {"control": branch(control), "v_floor": branch(floored),
+               "d_frozen": branch(FrozenPreconditioner())}
+    c_row = branch_row(base, fork, results["control"], None)
+    horizon = c_row["spike_start"] if c_row["spiked"] else until
+    before = results["control"].metrics
+    before = before[before["step"] <= max(horizon, fork + 1)]
+    lam_h = float(before["lambda_max_H"].max())
+    lam_pre = float(before["lambda_max_pre"].max())
+    c = momentum_factor(base.config.beta1, max(start.step, 1))
+    eps = MARGIN * c * lam_h * base.config.lr / 2
+    lr = base.config.lr / max(1.0, MARGIN * lam_pre * base.config.lr / 2)
+    kick = max((float((control.trajectory[s] - floored.trajectory[s]).norm())
+                for s in control.trajectory if s <= horizon and s in floored.trajectory),
+               default=0.0)
+    results["eps_raised"] = branch(SetHyperparameter("eps_raised", "eps", eps))
+    results["lr_lowered"] = branch(SetHyperparameter("lr_lowered", "lr", lr))
+    results["random_kick"] = branch(RandomKick(kick, seed=seed))
+    changes = {"control": None, "v_floor": None, "d_frozen": None, "eps_raised": eps,
+               "lr_lowered": lr, "random_kick": kick}
+    rows = [{"branch": name, **branch_row(base, fork, results[name], changes[name])}
+            for name in BRANCHES]
+    return (rows, results) if keep else rows
+
+
+INTERVENTION_CHAPTERS = ("01_v_decay", "03_gradient_alignment", "04_spike_onset")
+"""The architectures forked: chapter 1's MLP, chapter 3's CNN and chapter 4's Transformer."""
+FORKED_SPIKES = {"mlp": 2, "cnn": 1, "transformer": 1}
+"""Spikes forked per seed (the first ones preceded by a crossing), set by the sweep's budget
+of 20 min on 2 cores: a fork of the CNN or the Transformer costs about 10 s of six branches."""
+HORIZON = 400
+"""Every branch runs to 400 steps after the original spike's start, long enough to tell a
+prevented spike from a delayed one (a v floor delayed the MLP's spikes by 150-280 steps)."""
+TRACK_EVERY = 5
+
+
+def intervention_config(chapter: str, **overrides) -> RunConfig:
+    """The chapter's default run (:func:`~utils.studies.settings.chapter_config`), measuring λ_max(H),
+    λ_max(Ĥ) and λ_grad(Ĥ) every :data:`TRACK_EVERY` steps, which every branch needs."""
+    from utils.studies.settings import chapter_config
+
+    return chapter_config(chapter, **{"measure": ("lambda_max_H", "lambda_max_pre", "lambda_grad"),
+                                      "track_every": TRACK_EVERY, "progress": False, **overrides})
+
+
+def fork_rows(config: RunConfig, seeds) -> list[dict]:
+    """The intervention sweep's task (``trains=True``): for each seed, train ``config`` with
+    checkpoints, fork before each of its first :data:`FORKED_SPIKES` spikes that follow a
+    crossing of 2/η, at every lag (:func:`fork_steps`), and run every branch to
+    :data:`HORIZON` steps past the spike's start. One row per (seed, spike, lag, branch)."""
+    from utils.events.spikes import sustained_crossings
+
+    rows = []
+    for seed in seeds:
+        cfg = replace(config, seed=int(seed))
+        base = run(cfg, checkpoint_every=50, spot_checks=False)
+        m = base.metrics.dropna(subset=["lambda_grad_pre"])
+        grad_crossings = [c.start for c in sustained_crossings(m["lambda_grad_pre"], m["step"],
+                                                               base.threshold)]
+        previous_end, forked = None, 0
+        for k, spike in enumerate(base.spikes):
+            lags = fork_steps(base, spike, previous_end)
+            previous_end = spike.end
+            if lags is None or forked == FORKED_SPIKES.get(cfg.model, 1):
+                continue
+            forked += 1
+            crossing = lags["crossing"]
+            grad = [c for c in grad_crossings if crossing - 50 <= c <= spike.peak]
+            for lag, step in lags.items():
+                for row in run_branches(base, step, spike.start + HORIZON, seed=k):
+                    rows.append({"seed": int(seed), "architecture": cfg.model, "spike": k,
+                                 "original_start": spike.start, "crossing": crossing,
+                                 "grad_crossing": grad[0] if grad else None, "lag": lag,
+                                 **row})
+            if spike.end is None:
+                break
+    return rows
+
+
+PREVENTION_LAGS = ("previous_end", "crossing-50", "crossing-10")
+"""The lags at least 10 steps before the crossing, at which the verdicts ask a v floor to
+prevent the spike."""
+CONTROL_MIN, PREVENT_MIN = 0.9, 0.8
+"""Stated before the sweep ran: the control must spike in ≥ 90 % of forks; a v floor at a lag
+of :data:`PREVENTION_LAGS` must prevent the spike (none within the horizon) in ≥ 80 % of the
+forks whose control spiked."""
+
+
+def spike_rates(table: pd.DataFrame) -> pd.DataFrame:
+    """Per branch and lag: the forks, the share in which the branch spiked within the horizon,
+    with its 95 % Wilson interval (scipy.stats.binomtest), and the median step of that spike
+    relative to the control's start of the same fork (positive: delayed)."""
+    from scipy.stats import binomtest
+
+    control = table[table["branch"] == "control"].set_index(["architecture", "seed", "spike", "lag"])
+    rows = []
+    for (branch, lag), g in table.groupby(["branch", "lag"], sort=False):
+        k, n = int(g["spiked"].sum()), len(g)
+        ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson") if n else None
+        starts = g.set_index(["architecture", "seed", "spike", "lag"])["spike_start"]
+        delay = (starts - control["spike_start"].reindex(starts.index)).dropna()
+        rows.append({"branch": branch, "lag": lag, "forks": n, "spiked": k,
+                     "spike_rate": k / n if n else math.nan,
+                     "ci95_low": ci.low if ci else math.nan, "ci95_high": ci.high if ci else math.nan,
+                     "median_delay_steps": float(delay.median()) if len(delay) else math.nan})
+    out = pd.DataFrame(rows)
+    out["branch"] = pd.Categorical(out["branch"], BRANCHES, ordered=True)
+    out["lag"] = pd.Categorical(out["lag"], LAGS, ordered=True)
+    return out.sort_values(["branch", "lag"]).set_index(["branch", "lag"])
+
+
+def intervention_verdicts(table: pd.DataFrame) -> list:
+    """The chapter's verdicts over all forks (thresholds :data:`CONTROL_MIN`,
+    :data:`PREVENT_MIN`, stated before the sweep).
+
+    ``control_reproduces_the_spike``: the control spikes in ≥ 90 % of forks; if forking itself
+    changed the run (a broken replay), it would not.
+    ``v_floor_prevents_the_spike``: among forks at least 10 steps before the crossing whose
+    control spiked, the v floor branch has no spike within the horizon in ≥ 80 %. If the
+    decay of v were not what carries λ_max(Ĥ) to 2/η, stopping it would not matter and the
+    branch would spike like the control.
+    ``random_kick_does_not_prevent``: a random kick of the v floor's size prevents the spike
+    in fewer forks than the v floor (so that a prevention is not the effect of any
+    perturbation of that size); fails if kicks prevent as often.
+    """
+    from utils.studies.verdicts import Verdict
+
+    key = ["architecture", "seed", "spike", "lag"]
+    control = table[table["branch"] == "control"].set_index(key)["spiked"]
+    early = table[table["lag"].isin(PREVENTION_LAGS)]
+
+    def prevented(branch):
+        g = early[early["branch"] == branch].set_index(key)["spiked"]
+        g = g[control.reindex(g.index).fillna(False).astype(bool)]
+        return float((~g.astype(bool)).mean()) if len(g) else math.nan, len(g)
+
+    floor, n_floor = prevented("v_floor")
+    kick, _ = prevented("random_kick")
+    return [
+        Verdict("control_reproduces_the_spike",
+                f"the unchanged branch spikes in ≥ {CONTROL_MIN:.0%} of forks",
+                float(control.mean()) >= CONTROL_MIN,
+                {"forks": int(len(control)), "share_spiked": float(control.mean())}),
+        Verdict("v_floor_prevents_the_spike",
+                f"a v floor ≥ 10 steps before the crossing prevents the spike in ≥ {PREVENT_MIN:.0%} of forks",
+                n_floor > 0 and floor >= PREVENT_MIN,
+                {"forks": n_floor, "share_prevented": floor}),
+        Verdict("random_kick_does_not_prevent",
+                "a random kick of the same size prevents fewer spikes than the v floor",
+                n_floor > 0 and kick < floor,
+                {"share_prevented_by_kick": kick, "share_prevented_by_v_floor": floor}),
+    ]
+
+
+def prevented_shares(table: pd.DataFrame) -> pd.DataFrame:
+    """Per branch (rows) and lag (columns): the share of the forks whose control spiked in
+    which the branch did not spike within the horizon."""
+    key = ["architecture", "seed", "spike", "lag"]
+    control = table[table["branch"] == "control"].set_index(key)["spiked"].astype(bool)
+    t = table.set_index(key)
+    t = t[control.reindex(t.index).fillna(False).to_numpy()].reset_index()
+    t["prevented"] = ~t["spiked"].astype(bool)
+    out = t.pivot_table(index="branch", columns="lag", values="prevented", aggfunc="mean",
+                        observed=False)
+    return out.reindex(index=[b for b in BRANCHES if b != "control"],
+                       columns=[l for l in LAGS if l in out.columns])
+
+
+def lag_offsets(table: pd.DataFrame) -> pd.Series:
+    """Median steps from the λ_max(Ĥ) crossing to each lag's fork, to the λ_grad(Ĥ) crossing
+    and to the spike's start, over the forked spikes (negative: before the crossing)."""
+    spikes = table.drop_duplicates(["architecture", "seed", "spike", "lag"])
+    out = {lag: float((g["fork_step"] - g["crossing"]).median())
+           for lag, g in spikes.groupby("lag", sort=False)}
+    once = spikes.drop_duplicates(["architecture", "seed", "spike"])
+    out["lambda_grad crossing"] = float((once["grad_crossing"] - once["crossing"]).median())
+    out["spike start"] = float((once["original_start"] - once["crossing"]).median())
+    order = [l for l in LAGS if l in out] + ["lambda_grad crossing", "spike start"]
+    return pd.Series(out).reindex(order)

@@ -1,0 +1,376 @@
+"""Chapter 9's run: a language model the book has not used, trained the way people train
+(mini-batches, a learning-rate warm-up), watched by :class:`utils.monitor.SpikeMonitor`, and
+the monitor's alarms scored against the spikes the run had.
+
+    run = train_watched(seed=0, out_dir="runs/watch")   # the loop, the monitor in three lines
+    events = read_tensorboard(run.log_dirs["batch"])    # the scalars back from the event file
+    rows = score_watch(run.tables, seed=0)              # each signal scored against the spikes
+
+The scoring is chapter 6's (:func:`utils.events.detectors.score_alarms`: an alarm is a hit when it
+fires in [start − h, start) of a counted spike, alarms inside a spike are neither hits nor
+false alarms, and random alarms at each signal's own count on the steps where it could fire
+are its chance baseline), with the spikes of the book's one rule (:func:`utils.events.spikes.
+detect_spikes`) at the factor :data:`WATCH_FACTOR`, stated before any run (the reason is in
+its docstring). ``python -m utils.book.watch_sweep`` trains :data:`WATCH_SEEDS` one after another (each
+row times the monitor, so no two run at once) and writes ``data/sweeps/watch.csv.gz`` with the
+provenance of every run.
+"""
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from utils.events.detectors import loss_rose, score_alarms, sustained
+from utils.training.lm import CharData, TinyGPT, lm_loss, repeated_corpus
+from utils.training.models import perturb_initial
+from utils.monitor import AlarmRule, SpikeMonitor
+from utils.studies.predictors import HORIZONS, JUDGED_HORIZON, matched_chance
+from utils.events.spikes import SPIKE_FACTORS, SPIKE_WINDOW, detect_spikes
+from utils.validation import check_number
+
+WATCH = {"n_sentences": 8, "context": 32, "batch_size": 16, "lr": 1e-2, "warmup": 100,
+         "steps": 2000, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "every": 10,
+         "eval_windows": 32}
+"""The chapter-9 run: :func:`utils.training.lm.repeated_corpus` of ``n_sentences`` sentences as
+characters, windows of ``context`` characters, ``batch_size`` windows a step, Adam at peak
+η = ``lr`` after a linear warm-up over ``warmup`` steps (then constant), ``steps`` updates, the
+monitor measuring every ``every`` steps (on each measured step's own batch, or on a fixed
+evaluation batch of ``eval_windows`` windows). Chosen on this
+2-core machine as a setting that spikes within the chapter's budget (η = 3e-3 did not spike in
+2,000 steps, η = 2e-2 left the model at a loss of about 1.8 nats after its first spike)."""
+
+WATCH_SEEDS = tuple(range(8))
+"""The seeds of the stored table (model initialisation and batch order)."""
+
+WATCH_FACTOR = 3.0
+"""K of the book's spike rule for this chapter, the smallest of :data:`utils.events.spikes.
+SPIKE_FACTORS`, stated before any run. A cross-entropy loss is bounded in practice by a model
+that has forgotten what it learned: from about 0.1 nats, where this run trains, a spike to the
+unigram loss (about 2.5 nats) is a 25-fold rise, but the spikes of the prototypes peaked at
+0.4–1.2 nats (4–12 times their start), so the default K = 10 would miss most of them. The
+chapter reports the counts at every factor of SPIKE_FACTORS too."""
+
+WATCH_SIGNALS = ("monitor", "monitor_w2", "monitor_eval", "monitor_eval_w2", "secant",
+                 "loss_rose")
+"""The signals scored: the monitor's alarm (λ_grad(Ĥ) > 2/η on a measured step, the rule
+:class:`~utils.monitor.AlarmRule` defaults to) measured on each step's own batch, and the
+paper's mini-batch rule (λ_grad(Ĥ) > 2/η on two measurements in a row, ``_w2``); the same two
+measured on the fixed evaluation batch (``_eval``); the secant estimate above 2/η (every
+step, free); and the baseline "the training loss rose over the last step"."""
+
+RECOMPUTE_STEP = 200
+"""The step whose loss and λ_grad(Ĥ) each stored row also keeps, so that a test can recompute
+the first steps of a run and compare (a whole run takes minutes)."""
+
+
+def check_watch(settings: dict) -> dict:
+    """The settings of :data:`WATCH` with ``settings`` over them, each checked: ValueError naming
+    the first bad one and its allowed range, before anything trains."""
+    unknown = set(settings) - set(WATCH)
+    if unknown:
+        raise ValueError(f"unknown setting(s) {sorted(unknown)}; the settings are {sorted(WATCH)}")
+    s = {**WATCH, **settings}
+    for name in ("n_sentences", "context", "batch_size", "steps", "every", "eval_windows"):
+        check_number(name, s[name], low=1, integer=True)
+    check_number("warmup", s["warmup"], low=0, integer=True)
+    check_number("lr", s["lr"], low=0, low_open=True)
+    check_number("beta1", s["beta1"], low=0, high=1, high_open=True)
+    check_number("beta2", s["beta2"], low=0, high=1, high_open=True)
+    check_number("eps", s["eps"], low=0)
+    return s
+
+
+def watch_problem(seed: int = 0, **settings):
+    """(data, model, optimizer, schedule) of the run under ``seed`` (the model's initialisation
+    and the batches): the repeated corpus as characters, :class:`~utils.training.lm.TinyGPT` (4 layers,
+    d = 128, about 0.8M parameters), ``torch.optim.Adam`` and a ``LambdaLR`` warm-up."""
+    check_number("seed", seed, low=0, integer=True)
+    s = check_watch(settings)
+    data = CharData(repeated_corpus(s["n_sentences"]), context=s["context"], seed=seed)
+    model = perturb_initial(TinyGPT(data.vocab_size, context=s["context"], seed=seed), seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=s["lr"], betas=(s["beta1"], s["beta2"]),
+                                 eps=s["eps"])
+    warmup = max(s["warmup"], 1)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: min(1.0, (t + 1) / warmup))
+    return data, model, optimizer, schedule
+
+
+MEASURE_ON = ("batch", "eval")
+"""Where a monitor measures: ``"batch"``, each measured step's own training batch (the gradient
+the loop has); ``"eval"``, a fixed evaluation batch of ``eval_windows`` windows drawn once
+under the seed (:func:`eval_batch`)."""
+
+
+def eval_batch(data: CharData, windows: int):
+    """The fixed evaluation batch: ``windows`` windows drawn once, under the data's seed and a
+    step no training batch uses."""
+    return data.batch(int(windows), step=-1)
+
+
+@dataclass
+class WatchedRun:
+    """A monitored run: per place a monitor measured (``"batch"``, ``"eval"``), its rows
+    (``tables``, one per step, as its CSV holds them), its cost report and its TensorBoard
+    folder; the settings and seed, the step at which the loss became non-finite (None if it
+    never did), and the wall time of the loop with every monitor attached."""
+
+    tables: dict
+    reports: dict
+    log_dirs: dict
+    settings: dict
+    seed: int
+    diverged_at: int | None = None
+    seconds: float = 0.0
+
+    @property
+    def loop_seconds(self) -> float:
+        """The loop's own time: the wall time less every monitor's."""
+        return self.seconds - sum(r["monitor_seconds"] for r in self.reports.values())
+
+    def overhead(self, where: str) -> float:
+        """Wall time with only the monitor measuring on ``where`` over the loop's own time."""
+        loop = self.loop_seconds
+        return (loop + self.reports[where]["monitor_seconds"]) / loop if loop > 0 else math.nan
+
+
+def train_watched(seed: int = 0, out_dir=None, *, measure_on=("batch",),
+                  alarm: AlarmRule | None = None, hvp: str = "auto", progress: bool = True,
+                  **settings) -> WatchedRun:
+    """Train the chapter-9 run under ``seed`` with a monitor attached for each place of
+    ``measure_on`` (:data:`MEASURE_ON`), each writing its CSV and TensorBoard events under
+    ``out_dir/<place>/`` (a temporary folder if ``out_dir`` is None). The monitors read the
+    model and the optimizer and change neither, so every one sees the same run. A non-finite
+    loss stops the run and is recorded, not raised."""
+    from tqdm import tqdm
+
+    s = check_watch(settings)
+    places = tuple(measure_on)
+    if not places or len(set(places)) != len(places) or set(places) - set(MEASURE_ON):
+        raise ValueError(f"measure_on must name distinct places among {MEASURE_ON}, "
+                         f"got {measure_on!r}")
+    data, model, optimizer, schedule = watch_problem(seed, **settings)
+    out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="watch-"))
+    bar = tqdm(range(s["steps"]), desc=f"seed {seed}", disable=not progress, mininterval=1)
+    monitors = {}
+    for place in places:
+        shutil.rmtree(out / place, ignore_errors=True)   # one event file: this run's
+        monitors[place] = SpikeMonitor(
+            model, optimizer, lm_loss, every=s["every"], alarm=alarm, hvp=hvp,
+            eval_batch=eval_batch(data, s["eval_windows"]) if place == "eval" else None,
+            csv_path=out / place / "monitor.csv", log_dir=out / place / "tensorboard",
+            progress=bar if place == places[0] else None)
+    diverged_at, t0 = None, time.perf_counter()
+    for step in bar:
+        batch = data.batch(s["batch_size"], step)
+        optimizer.zero_grad()
+        loss = lm_loss(model, batch)
+        if not torch.isfinite(loss):
+            diverged_at = step + 1
+            break
+        loss.backward()
+        for monitor in monitors.values():
+            monitor.observe(batch, loss=loss)     # 1: after backward, before the step
+        optimizer.step()
+        schedule.step()
+        for monitor in monitors.values():
+            monitor.after_step()                  # 2: after the step
+    seconds = time.perf_counter() - t0
+    reports = {place: m.close() for place, m in monitors.items()}   # 3: files flushed, costs
+    return WatchedRun({p: pd.read_csv(out / p / "monitor.csv") for p in places}, reports,
+                      {p: out / p / "tensorboard" for p in places}, s, int(seed), diverged_at,
+                      seconds)
+
+
+def read_tensorboard(log_dir) -> pd.DataFrame:
+    """Every scalar of a TensorBoard event folder, read with TensorBoard's own reader: one row
+    per step, one column per tag (the ``monitor/`` prefix dropped), NaN where a tag has no
+    value at a step."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(log_dir), size_guidance={"scalars": 0}).Reload()
+    series = {tag.removeprefix("monitor/"): pd.Series({e.step: e.value for e in
+                                                       events.Scalars(tag)})
+              for tag in events.Tags()["scalars"]}
+    table = pd.DataFrame(series)
+    table.index.name = "step"
+    return table.sort_index()
+
+
+def _curvature_alarms(table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(the monitor's alarm where raised, λ_grad(Ĥ) > 2/η on two measurements in a row, the
+    measured steps) over the rows of one monitor's table. The alarm counts where it is raised,
+    on a measured step (the monitor's ``alarm`` column stays up until the next measurement)."""
+    lam = table["lambda_grad_pre"].to_numpy(dtype=float)
+    measured = np.isfinite(lam)
+    above = np.nan_to_num(lam, nan=-np.inf) > table["threshold"].to_numpy(dtype=float)
+    alarm = table["alarm"].astype(str).str.lower().eq("true").to_numpy()
+    w2 = np.zeros(len(table), dtype=bool)
+    w2[measured] = sustained(above[measured], 2)
+    return alarm & measured, w2, measured
+
+
+def watch_alarms(tables) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """name -> (alarms, eligible), boolean arrays over the steps of a run: what each signal of
+    :data:`WATCH_SIGNALS` raised at each step, and the steps where it could fire (the measured
+    steps for the curvature rules). ``tables``: place -> that monitor's table
+    (:attr:`WatchedRun.tables`; a single table is the ``"batch"`` monitor's); the signals of a
+    place not monitored are left out. The secant and the loss come from the first table (every
+    monitor logs the same ones)."""
+    tables = {"batch": tables} if isinstance(tables, pd.DataFrame) else dict(tables)
+    first = next(iter(tables.values()))
+    out = {}
+    for place, suffix in (("batch", ""), ("eval", "_eval")):
+        if place in tables:
+            alarm, w2, measured = _curvature_alarms(tables[place])
+            out[f"monitor{suffix}"] = (alarm, measured)
+            out[f"monitor{suffix}_w2"] = (w2, measured)
+    secant = first["secant"].to_numpy(dtype=float)
+    threshold = first["threshold"].to_numpy(dtype=float)
+    out["secant"] = (np.nan_to_num(secant, nan=-np.inf) > threshold, np.isfinite(secant))
+    out["loss_rose"] = (loss_rose(first["loss"].to_numpy(dtype=float)),
+                        np.arange(len(first)) > 0)
+    return out
+
+
+def score_watch(tables, seed: int = 0, factors=SPIKE_FACTORS,
+                horizons=HORIZONS) -> list[dict]:
+    """Each signal of :func:`watch_alarms` scored against the run's spikes at each spike factor
+    K of ``factors`` and horizon h of ``horizons``: rows with the columns of chapter 6's table
+    (spikes, warned, alarms, hits, false_alarms, calm_steps, precision, recall, f1,
+    false_alarms_per_1000, median_lead, leads, chance_precision, chance_recall), ``default``
+    true at K = :data:`WATCH_FACTOR`. ``tables`` as for :func:`watch_alarms`."""
+    first = tables if isinstance(tables, pd.DataFrame) else next(iter(tables.values()))
+    steps = first["step"].to_numpy()
+    loss = first["loss"].to_numpy(dtype=float)
+    alarms = watch_alarms(tables)
+    rows = []
+    for k, factor in enumerate(factors):
+        spikes = detect_spikes(loss, steps, factor=factor, window=SPIKE_WINDOW)
+        for i, (name, (fired, eligible)) in enumerate(alarms.items()):
+            for h in horizons:
+                s = score_alarms(steps, fired, spikes, h)
+                rng = np.random.default_rng([seed, k, WATCH_SIGNALS.index(name), h])
+                chance = matched_chance(steps, eligible, int(fired.sum()), spikes, h, rng)
+                rows.append({
+                    "seed": int(seed), "architecture": "lm", "setting": "watch",
+                    "signal": name, "threshold": 1.0, "factor": float(factor),
+                    "default": factor == WATCH_FACTOR, "horizon": h, "steps": len(first),
+                    "spikes": s.spikes, "warned": len(s.leads), "alarms": s.alarms,
+                    "hits": s.hits, "false_alarms": s.false_alarms, "calm_steps": s.calm_steps,
+                    "precision": s.precision, "recall": s.recall, "f1": s.f1,
+                    "false_alarms_per_1000": s.false_alarms_per_1000,
+                    "median_lead": s.median_lead, "leads": " ".join(map(str, s.leads)),
+                    "chance_precision": chance[0], "chance_recall": chance[1]})
+    return rows
+
+
+def signal_table(table: pd.DataFrame, horizon: int = JUDGED_HORIZON,
+                 factor: float = WATCH_FACTOR) -> pd.DataFrame:
+    """The stored seeds pooled per signal at ``factor`` and ``horizon`` (chapter 6's pooling:
+    counts summed over seeds before dividing), each ratio with its 95 % bootstrap interval over
+    seeds, as numbers: one row per signal of :data:`WATCH_SIGNALS`
+    (:func:`utils.studies.predictors.display_table` formats it)."""
+    from utils.studies.predictors import pool
+
+    rows = table[(table["factor"] == factor) & (table["horizon"] == horizon)]
+    out = {name: pool(rows[rows["signal"] == name], intervals=True) for name in WATCH_SIGNALS
+           if (rows["signal"] == name).any()}
+    return pd.DataFrame(out).T.rename_axis("signal")
+
+
+def run_summary(run: WatchedRun) -> dict:
+    """The per-run columns of a stored row: steps done, the median loss of the last 100 steps,
+    the step of divergence (NaN if none), the loop's own seconds, and per monitor (suffix
+    ``_eval`` for the evaluation batch's) its cost ratio alone (:meth:`WatchedRun.overhead`),
+    its seconds, its product, and λ_grad(Ĥ) at :data:`RECOMPUTE_STEP`, with the loss there (for
+    the recompute test)."""
+    first = next(iter(run.tables.values()))
+    at = lambda t, col: (float(t.loc[t["step"] == RECOMPUTE_STEP, col].iloc[0])
+                         if (t["step"] == RECOMPUTE_STEP).any() else math.nan)
+    out = {"steps_done": len(first), "final_loss": float(first["loss"].tail(100).median()),
+           "diverged_at": math.nan if run.diverged_at is None else run.diverged_at,
+           "run_seconds": run.seconds, "loop_seconds": run.loop_seconds,
+           "loss_at_recompute": at(first, "loss")}
+    for place, table in run.tables.items():
+        suffix = "" if place == "batch" else f"_{place}"
+        out.update({f"overhead_ratio{suffix}": run.overhead(place),
+                    f"monitor_seconds{suffix}": float(run.reports[place]["monitor_seconds"]),
+                    f"hvp{suffix}": run.reports[place]["hvp"],
+                    f"lambda_grad_at_recompute{suffix}": at(table, "lambda_grad_pre")})
+    return out
+
+
+def watch_rows(seed: int, **settings) -> list[dict]:
+    """The stored rows of one seed, with a monitor on each place of :data:`MEASURE_ON`:
+    :func:`score_watch` with :func:`run_summary` on each."""
+    with tempfile.TemporaryDirectory(prefix="watch-") as tmp:
+        run = train_watched(seed, tmp, measure_on=MEASURE_ON, progress=False, **settings)
+        summary = run_summary(run)
+        return [{**row, **summary} for row in score_watch(run.tables, seed)]
+
+
+# ------------------------------------------------------------------------------ verdicts
+
+def watch_verdicts(table: pd.DataFrame) -> list:
+    """The chapter's verdicts over the stored seeds, at K = :data:`WATCH_FACTOR` and
+    h = :data:`~utils.studies.predictors.JUDGED_HORIZON`, stated before the table was computed.
+
+    ``spikes_to_score``: the seeds spiked at least 10 times in all (else the setting does not
+    spike and nothing below is judged on much).
+    ``no_hit_at_or_after_a_start``: every lead lies in [1, h]; an alarm at or after a start
+    counted as a hit would give a lead ≤ 0.
+    ``monitor_beats_loss_rose``: the monitor's alarm has a higher pooled F1 than "the loss
+    rose over the last step"; false if the baseline does as well.
+    ``monitor_beats_chance``: its pooled precision exceeds that of random alarms at its own
+    count on the measured steps; false if it were no better than its rate.
+    ``monitor_false_alarms_within_budget``: at most :data:`~utils.studies.predictors.
+    FALSE_ALARM_BUDGET` false alarms per 1,000 calm steps, the budget of chapter 6; false if
+    it floods.
+    ``eval_batch_beats_chance`` (where the table has the monitor on the fixed evaluation
+    batch): that monitor's pooled precision exceeds its chance precision; false if measuring
+    on a fixed batch, as the book's chapters do, were no better than its rate either.
+    """
+    from utils.studies.predictors import FALSE_ALARM_BUDGET, lead_lists, pool, pooled_difference
+    from utils.studies.verdicts import Verdict
+
+    rows = table[table["default"].astype(bool) & (table["horizon"] == JUDGED_HORIZON)]
+    by = {name: pool(rows[rows["signal"] == name]) for name in WATCH_SIGNALS
+          if (rows["signal"] == name).any()}
+    spikes = int(rows[rows["signal"] == "monitor"]["spikes"].sum())
+    leads = [x for row in lead_lists(rows["leads"]) for x in row]
+    bad = [x for x in leads if not 1 <= x <= JUDGED_HORIZON]
+    f1, lo, hi = pooled_difference(table, "monitor", "loss_rose", "f1")
+    m = by["monitor"]
+    return [
+        Verdict("spikes_to_score", "the seeds have ≥ 10 spikes in all", spikes >= 10,
+                {"spikes": spikes, "seeds": int(rows["seed"].nunique())}),
+        Verdict("no_hit_at_or_after_a_start",
+                "every lead lies in [1, h]: no alarm at or after a spike's start is a hit",
+                not bad, {"leads": len(leads), "outside": len(bad)}),
+        Verdict("monitor_beats_loss_rose",
+                f"the monitor's alarm has a higher F1 than 'the loss rose' at h = "
+                f"{JUDGED_HORIZON}", f1 > 0,
+                {"f1_difference": f1, "ci95_low": lo, "ci95_high": hi}),
+        Verdict("monitor_beats_chance",
+                "the monitor's alarm is more precise than random alarms at its own count",
+                m["precision"] > m["chance_precision"],
+                {"precision": m["precision"], "chance": m["chance_precision"]}),
+        Verdict("monitor_false_alarms_within_budget",
+                f"at most {FALSE_ALARM_BUDGET:g} false alarms per 1,000 calm steps",
+                m["false_alarms_per_1000"] <= FALSE_ALARM_BUDGET,
+                {"false_alarms_per_1000": m["false_alarms_per_1000"]}),
+    ] + ([Verdict("eval_batch_beats_chance",
+                  "on a fixed evaluation batch, the monitor's alarm is more precise than random "
+                  "alarms at its own count",
+                  by["monitor_eval"]["precision"] > by["monitor_eval"]["chance_precision"],
+                  {"precision": by["monitor_eval"]["precision"],
+                   "chance": by["monitor_eval"]["chance_precision"]})]
+         if "monitor_eval" in by else [])

@@ -1,0 +1,419 @@
+"""One training run: validated parameters in, a tidy per-step table and output files out.
+
+    config = RunConfig(model="mlp", model_kwargs={"width": 64}, data="sin", lr=0.01, steps=2000)
+    result = run(config)            # progress bar; stops cleanly on NaN/inf
+    result.metrics                  # pandas DataFrame, one row per step
+    result.save("out/", verdicts)   # metrics.csv + summary.json
+
+The loss is the mean squared error over samples and outputs (:func:`utils.training.losses.mse`)
+for every data set; the quadratic model's output is its loss. Training is full batch, and the
+curvature is measured on that same full batch, unless ``batch_size`` is set: then each update
+uses a mini-batch drawn for its step, while the ``loss`` column, the spikes and every curvature
+quantity are measured on the full data set, the fixed evaluation batch (``batch_loss`` holds
+the mini-batch's loss; ``grad_norm`` is the mini-batch gradient's norm, the one Adam used).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import platform
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from utils import __version__
+from utils.training.data import DATASETS, load_dataset
+from utils.training.losses import mse
+from utils.curvature.hvp import HVP_METHODS, LossHessian, loss_of_params, math_attention
+from utils.training.models import MODELS, build_model
+from utils.training.optimizers import (CLIPPERS, OPTIMIZERS, PRECONDITIONED, build_clipper, build_optimizer,
+                         state_reader)
+from utils.events.spikes import SPIKE_FACTOR, SPIKE_WINDOW, Spike, detect_events, float_floor
+from utils.curvature.tracker import MEASUREMENTS, TRACKER_SOLVERS, CurvatureTracker
+from utils.validation import (check_adam_hyperparameters, check_choice, check_number,
+                         resolve_dtype)
+
+
+@dataclass
+class RunConfig:
+    """Every knob of a run. Units: ``lr`` is η; steps count optimizer updates (t = 1..steps).
+
+    ``track_every`` = k measures the curvature at steps k, 2k, ... (0: never). ``data`` is
+    ignored by the quadratic model. ``threads`` is passed to ``torch.set_num_threads``.
+    ``spike_factor``, ``spike_window`` and ``spike_floor`` are the book's one event definition
+    (:mod:`utils.events.spikes`); ``spike_floor`` is relative to the first loss, and None means the
+    float floor of ``dtype`` (:func:`utils.events.spikes.float_floor`).
+    ``device`` is where the model, the data and every curvature computation live ("cpu",
+    "cuda", "cuda:1", ...). ``batch_size`` = B > 0 trains on B samples per step, drawn without
+    replacement under (seed, step) (:func:`minibatch`); 0 is full batch. ``optimizer`` names
+    ``torch.optim.Adam`` (``"adam"``), ``torch.optim.SGD`` (``"gd"``) or a library's optimizer,
+    and ``clip`` a library's gradient clipper applied before each step (:mod:`utils.training.optimizers`).
+    """
+
+    model: str = "mlp"
+    model_kwargs: dict = field(default_factory=dict)
+    data: str = "sin"
+    data_kwargs: dict = field(default_factory=dict)
+    optimizer: str = "adam"
+    lr: float = 0.01
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    steps: int = 1000
+    seed: int = 0
+    track_every: int = 10
+    measure: tuple = MEASUREMENTS
+    dtype: str = "float64"
+    hvp_method: str = "autograd"
+    eig_solver: str = "engine"
+    eig_tol: float = 1e-3
+    spike_factor: float = SPIKE_FACTOR
+    spike_window: int = SPIKE_WINDOW
+    spike_floor: float | None = None
+    threads: int = 1
+    device: str = "cpu"
+    batch_size: int = 0
+    clip: str = "none"
+    progress: bool = True
+
+    def validate(self) -> "RunConfig":
+        """Raise ``ValueError`` naming the first bad parameter; return self when all are fine."""
+        check_choice("model", self.model, MODELS)
+        if self.model != "quadratic":
+            check_choice("data", self.data, DATASETS)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("clip", self.clip, CLIPPERS)
+        check_adam_hyperparameters(self.lr, self.beta1, self.beta2, self.eps)
+        check_number("steps", self.steps, low=1, integer=True)
+        check_number("seed", self.seed, low=0, integer=True)
+        check_number("track_every", self.track_every, low=0, integer=True)
+        for m in self.measure:
+            check_choice("measure", m, MEASUREMENTS)
+        resolve_dtype(self.dtype)
+        check_choice("hvp_method", self.hvp_method, HVP_METHODS)
+        check_choice("eig_solver", self.eig_solver, TRACKER_SOLVERS)
+        check_number("eig_tol", self.eig_tol, low=0, low_open=True, high=1, high_open=True)
+        check_number("spike_factor", self.spike_factor, low=1, low_open=True)
+        check_number("spike_window", self.spike_window, low=1, integer=True)
+        if self.spike_floor is not None:
+            check_number("spike_floor", self.spike_floor, low=0, high=1, high_open=True)
+        check_number("threads", self.threads, low=1, integer=True)
+        check_device(self.device)
+        check_number("batch_size", self.batch_size, low=0, integer=True)
+        if self.batch_size and self.model == "quadratic":
+            raise ValueError("batch_size: the quadratic model has no data to batch; use 0")
+        return self
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Where a run stood after update ``step``: copies of the parameters (name -> tensor) and
+    of the optimizer's ``state_dict()``. :func:`run` continues from it bit for bit."""
+
+    step: int
+    params: dict
+    optimizer: dict
+
+
+def take_checkpoint(step: int, params: dict, opt) -> Checkpoint:
+    """A :class:`Checkpoint` of ``params`` and ``opt`` after update ``step`` (deep copies)."""
+    return Checkpoint(step, {n: p.detach().clone() for n, p in params.items()},
+                      copy.deepcopy(opt.state_dict()))
+
+
+@dataclass
+class RunResult:
+    """What a run leaves: the config, the per-step metrics, the spikes and the final model."""
+
+    config: RunConfig
+    metrics: pd.DataFrame
+    spikes: list[Spike]
+    diverged_at: int | None
+    model: torch.nn.Module
+    seconds: float
+    spot_checks: list = field(default_factory=list)
+    """The engine against a cold solve (:meth:`~utils.curvature.tracker.CurvatureTracker.spot_checks`)."""
+    excluded: list = field(default_factory=list)
+    """Loss events that do not count as spikes (at the float floor, or a rise below the factor)."""
+    checkpoints: dict = field(default_factory=dict)
+    """step -> :class:`Checkpoint`, for the steps asked of :func:`run` (0: before training)."""
+    timings: dict = field(default_factory=dict)
+    """Median wall time of a step in seconds, untracked (``plain_step_s``) and tracked
+    (``tracked_step_s``, the measurements included), without the ``signals`` recorder's time."""
+
+    @property
+    def threshold(self) -> float:
+        """The stability threshold 2/η on Ĥ."""
+        return 2.0 / self.config.lr
+
+    def instrument(self) -> dict:
+        """How far the curvature measurements can be trusted: tracked steps, steps whose
+        λ_max(Ĥ) is not certified (:data:`~utils.curvature.tracker.CERTIFICATES`), cold starts that
+        found a larger eigenvalue than the warm block, and the spot checks against a cold solve
+        with their largest relative error (None without checks)."""
+        m = self.metrics
+        cert = m["eig_certificate"].dropna() if "eig_certificate" in m else pd.Series(dtype=str)
+        errors = [c["rel_error"] for c in self.spot_checks]
+        return {"tracked_steps": int(len(cert)),
+                "uncertified_steps": int((cert == "none").sum()),
+                "cold_start_corrections": int(m["eig_corrected"].fillna(0).sum())
+                if "eig_corrected" in m else 0,
+                "spot_checks": len(errors),
+                "spot_check_max_rel_error": max(errors) if errors else None}
+
+    def summary(self, verdicts=None) -> dict:
+        """Parameters, versions, spikes and verdicts as a JSON-ready dict."""
+        return {
+            "parameters": asdict(self.config),
+            "library_version": __version__,
+            "torch_version": torch.__version__,
+            "python_version": platform.python_version(),
+            "threshold_2_over_lr": self.threshold,
+            "steps_run": int(self.metrics["step"].max()) if len(self.metrics) else 0,
+            "diverged_at": self.diverged_at,
+            "spikes": [asdict(s) for s in self.spikes],
+            "excluded_events": [asdict(s) for s in self.excluded],
+            "instrument": self.instrument(),
+            "spot_checks": self.spot_checks,
+            "verdicts": {v.name: v.to_dict() for v in (verdicts or [])},
+        }
+
+    def save(self, output_dir, verdicts=None) -> Path:
+        """Write ``metrics.csv`` and ``summary.json`` into ``output_dir`` (created if needed)."""
+        out = Path(output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        self.metrics.to_csv(out / "metrics.csv", index=False)
+        with open(out / "summary.json", "w") as fh:
+            json.dump(_jsonable(self.summary(verdicts)), fh, indent=2)
+        return out
+
+
+def _jsonable(obj):
+    """Replace non-finite floats by None (JSON has no NaN) and tuples by lists."""
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def check_device(device: str) -> str:
+    """ValueError naming ``device`` unless torch can place tensors there."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:<index>', got {device!r}") from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} is not available: torch finds no CUDA GPU here")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:<index>', got {device!r}")
+    return device
+
+
+def build_data(config: RunConfig):
+    """The full training batch of ``config`` (a :class:`~utils.training.data.Dataset` with its tensors on
+    ``config.device``), or None for the quadratic, which has no data."""
+    if config.model == "quadratic":
+        return None
+    data = load_dataset(config.data, **{"seed": config.seed, "dtype": config.dtype,
+                                        **config.data_kwargs})
+    data.inputs, data.targets = data.inputs.to(config.device), data.targets.to(config.device)
+    return data
+
+
+def build_model_for(config: RunConfig, data) -> torch.nn.Module:
+    """The model of ``config``, sized to ``data``, initialised under ``config.seed``, on its device."""
+    dtype = resolve_dtype(config.dtype)
+    kwargs = dict(config.model_kwargs)
+    if config.model == "mlp":
+        kwargs.setdefault("in_dim", data.inputs.shape[1])
+        kwargs.setdefault("out_dim", data.targets.shape[1])
+    elif config.model == "cnn":
+        kwargs.setdefault("n_classes", data.targets.shape[1])
+    elif config.model == "transformer":
+        kwargs.setdefault("vocab_size", data.info["vocab_size"])
+        kwargs.setdefault("seq_len", data.info["seq_len"])
+        kwargs.setdefault("out_dim", data.targets.shape[1])
+    return build_model(config.model, seed=config.seed, dtype=dtype, **kwargs).to(config.device)
+
+
+def build_problem(config: RunConfig):
+    """The model and the loss of θ on the full batch (a ``loss_of_params`` function)."""
+    data = build_data(config)
+    model = build_model_for(config, data)
+    if data is None:
+        return model, loss_of_params(model, lambda out, _y: out, None, None)
+    return model, loss_of_params(model, mse, data.inputs, data.targets)
+
+
+def minibatch(config: RunConfig, model, data, step: int):
+    """The loss of ``model``'s θ on step ``step``'s mini-batch (a ``loss_of_params`` function):
+    ``config.batch_size`` samples of ``data``
+    drawn without replacement by a generator seeded with (seed, step), so that a resumed run
+    draws the same batches."""
+    gen = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+    idx = torch.randperm(len(data), generator=gen)[:config.batch_size].to(config.device)
+    return loss_of_params(model, mse, data.inputs[idx], data.targets[idx])
+
+
+def parameter_count(config: RunConfig) -> int:
+    """n, the number of trained parameters of ``config``'s model (built, not trained)."""
+    model, _ = build_problem(config)
+    return sum(p.numel() for p in model.parameters())
+
+
+def run(config: RunConfig, *, resume: Checkpoint | None = None, checkpoint_steps=(),
+        checkpoint_every: int = 0, intervention=None, spot_checks: bool = True,
+        signals=None) -> RunResult:
+    """Train one model under ``config`` and measure it; see the module docstring.
+
+    ``resume``: continue from a :class:`Checkpoint` (its step + 1 up to ``config.steps``),
+    which reproduces the original run bit for bit. ``checkpoint_steps`` (and every
+    ``checkpoint_every``-th step, and step 0) are kept in ``result.checkpoints``.
+    ``intervention`` (:class:`utils.studies.interventions.Intervention`) changes the run at the start
+    and after every optimizer step. ``spot_checks``: compare the engine with a cold solve.
+    ``signals`` (:class:`utils.training.signals.SignalRecorder`) adds its per-step columns: it is called
+    with the step's gradient before the update and with the loss of the update's batch after.
+    """
+    config.validate()
+    check_number("checkpoint_every", checkpoint_every, low=0, integer=True)
+    if resume is not None and config.clip != "none":
+        raise ValueError(f"resume: a checkpoint does not hold the state of clip={config.clip!r}; "
+                         "resume runs without a clipper")
+    if resume is not None and not 0 <= resume.step < config.steps:
+        raise ValueError(f"resume: the checkpoint's step must be in [0, steps={config.steps}), "
+                         f"got {resume.step}")
+    torch.set_num_threads(config.threads)
+    model, loss_fn = build_problem(config)
+    data = build_data(config) if config.batch_size else None
+    if data is not None and config.batch_size > len(data):
+        raise ValueError(f"batch_size must be in [0, {len(data)}] (the data set's size), "
+                         f"got {config.batch_size}")
+    params = dict(model.named_parameters())
+    opt = build_optimizer(config, params.values())
+    clipper = build_clipper(config)
+    preconditioned = config.optimizer in PRECONDITIONED
+    measure = (config.measure if preconditioned
+               else [m for m in config.measure if m in ("lambda_max_H", "lambda_grad")])
+    tracker = CurvatureTracker(measure, tol=config.eig_tol, solver=config.eig_solver,
+                               seed=config.seed)
+    first = 1
+    if resume is not None:
+        with torch.no_grad():
+            for name, p in params.items():
+                p.copy_(resume.params[name])
+        opt.load_state_dict(copy.deepcopy(resume.optimizer))
+        first = resume.step + 1
+    keep = set(checkpoint_steps) | ({0} if resume is None else set())
+    checkpoints = {0: take_checkpoint(0, params, opt)} if 0 in keep else {}
+    read_state = state_reader(config)
+    if intervention is not None:
+        opt = intervention.prepare(opt, params)
+        read_state = intervention.state
+    rows, diverged_at, times = [], None, {True: [], False: []}
+    t0 = time.perf_counter()
+    bar = tqdm(range(first, config.steps + 1), disable=not config.progress, mininterval=1.0,
+               desc=f"{config.model} {config.optimizer} lr={config.lr:g}")
+    for step in bar:
+        t_step = time.perf_counter()
+        tracked = config.track_every > 0 and step % config.track_every == 0
+        hessian, update_loss = None, loss_fn
+        if tracked:
+            hessian = LossHessian(loss_fn, params, method=config.hvp_method)
+            loss, grad = hessian.loss, hessian.unflatten(hessian.gradient)
+        elif data is None:  # the same attention kernel as in the HVPs, so tracking never
+            with math_attention():  # changes the path
+                loss = loss_fn(params)
+                grad = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
+        else:
+            with math_attention(), torch.no_grad():
+                loss = loss_fn(params)
+        row = {"step": step, "loss": float(loss.detach())}
+        if data is not None:
+            update_loss = minibatch(config, model, data, step)
+            with math_attention():
+                batch_loss = update_loss(params)
+                grad = torch.autograd.grad(batch_loss, list(params.values()), allow_unused=True)
+            row["batch_loss"] = float(batch_loss.detach())
+        loss = row["loss"]
+        grad_norm = math.sqrt(sum(float((g ** 2).sum()) for g in grad if g is not None))
+        row["grad_norm"] = grad_norm
+        if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+            rows.append(row)
+            diverged_at = step
+            bar.set_postfix_str(f"diverged at step {step}", refresh=False)
+            break
+        v_prev = read_state(opt).v if tracked and preconditioned and step > 1 else None
+        for p, g in zip(params.values(), grad):
+            p.grad = None if g is None else g.detach().clone()
+        t_signals = 0.0
+        if signals is not None:
+            t_signals = time.perf_counter()
+            row.update(signals.before_update(step, params, grad, opt))
+            t_signals = time.perf_counter() - t_signals
+        if clipper is not None:
+            clipper.step(model)
+        opt.step()
+        if intervention is not None:
+            intervention.after_step(opt)
+        if signals is not None:
+            t_after = time.perf_counter()
+            row.update(signals.after_update(step, params, opt, update_loss))
+            t_signals += time.perf_counter() - t_after
+        if step in keep or (checkpoint_every and step % checkpoint_every == 0):
+            checkpoints[step] = take_checkpoint(step, params, opt)
+        if tracked:
+            state = read_state(opt) if preconditioned else None
+            row.update(tracker.measure(hessian, state, v_prev, step=step))
+        times[tracked].append(time.perf_counter() - t_step - t_signals)
+        rows.append(row)
+        if step % 100 == 0:
+            bar.set_postfix(loss=f"{loss:.3g}", refresh=False)
+    bar.close()
+    metrics = pd.DataFrame(rows)
+    spikes, excluded = find_events(metrics, config)
+    checks = (tracker.spot_checks(loss_fn, tracker.spot_check_steps([s.start for s in spikes]))
+              if spot_checks else [])
+    if checks:
+        errors = pd.Series({c["step"]: c["rel_error"] for c in checks})
+        metrics["eig_spot_rel_error"] = metrics["step"].map(errors)
+    timings = {f"{name}_step_s": statistics.median(times[key])
+               for name, key in (("plain", False), ("tracked", True)) if times[key]}
+    return RunResult(config, metrics, spikes, diverged_at, model, time.perf_counter() - t0,
+                     checks, excluded, checkpoints, timings)
+
+
+def find_events(metrics: pd.DataFrame, config: RunConfig, **overrides) -> tuple[list, list]:
+    """The loss events of a run's ``metrics`` under the event definition of ``config``
+    (``spike_factor``, ``spike_window``, ``spike_floor``; ``overrides`` replace them by the
+    names ``factor``, ``window``, ``floor``): (counted spikes, excluded events)."""
+    floor = float_floor(config.dtype) if config.spike_floor is None else config.spike_floor
+    kwargs = dict(factor=config.spike_factor, window=config.spike_window, floor=floor)
+    events = detect_events(metrics["loss"].to_numpy(), metrics["step"].to_numpy(),
+                           **{**kwargs, **overrides})
+    return [e for e in events if e.counted], [e for e in events if not e.counted]
+
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def default_output_dir(chapter: str) -> Path:
+    """Where a chapter's run writes when ``output_dir`` is not given: ``_build/runs/<chapter>``."""
+    return REPO_ROOT / "_build" / "runs" / chapter
+
+
+def display_path(path) -> str:
+    """``path`` relative to the repository when inside it (stable across clones), else absolute."""
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
