@@ -270,6 +270,27 @@ def parameter_count(config: RunConfig) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def step_gradient(loss_fn, params: dict, tracked: bool, method: str = "autograd"):
+    """The loss and gradient of one full-batch step at θ, for both training loops (:func:`run`
+    and :func:`utils.training.seeds.run_seeds`): through a :class:`~utils.curvature.hvp.
+    LossHessian` when the step is ``tracked`` (its products then reuse the graph), else one
+    backward pass under the same attention kernel, so tracking never changes the path.
+    Returns (hessian or None, loss tensor, per-parameter gradients, None where unused)."""
+    if tracked:
+        hessian = LossHessian(loss_fn, params, method=method)
+        return hessian, hessian.loss, hessian.unflatten(hessian.gradient)
+    with math_attention():
+        loss = loss_fn(params)
+        return None, loss, torch.autograd.grad(loss, list(params.values()), allow_unused=True)
+
+
+def load_gradients(params: dict, grads) -> None:
+    """Set each parameter's ``.grad`` to a copy of its gradient (None stays None), as the
+    optimizer's step reads them: the one update of both training loops."""
+    for p, g in zip(params.values(), grads):
+        p.grad = None if g is None else g.detach().clone()
+
+
 def run(config: RunConfig, *, resume: Checkpoint | None = None, checkpoint_steps=(),
         checkpoint_every: int = 0, intervention=None, spot_checks: bool = True,
         signals=None) -> RunResult:
@@ -326,13 +347,8 @@ def run(config: RunConfig, *, resume: Checkpoint | None = None, checkpoint_steps
         t_step = time.perf_counter()
         tracked = config.track_every > 0 and step % config.track_every == 0
         hessian, update_loss = None, loss_fn
-        if tracked:
-            hessian = LossHessian(loss_fn, params, method=config.hvp_method)
-            loss, grad = hessian.loss, hessian.unflatten(hessian.gradient)
-        elif data is None:  # the same attention kernel as in the HVPs, so tracking never
-            with math_attention():  # changes the path
-                loss = loss_fn(params)
-                grad = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
+        if tracked or data is None:
+            hessian, loss, grad = step_gradient(loss_fn, params, tracked, config.hvp_method)
         else:
             with math_attention(), torch.no_grad():
                 loss = loss_fn(params)
@@ -352,8 +368,7 @@ def run(config: RunConfig, *, resume: Checkpoint | None = None, checkpoint_steps
             bar.set_postfix_str(f"diverged at step {step}", refresh=False)
             break
         v_prev = read_state(opt).v if tracked and preconditioned and step > 1 else None
-        for p, g in zip(params.values(), grad):
-            p.grad = None if g is None else g.detach().clone()
+        load_gradients(params, grad)
         t_signals = 0.0
         if signals is not None:
             t_signals = time.perf_counter()

@@ -24,9 +24,9 @@ from tqdm import tqdm
 
 from utils.curvature.adam_state import decoupling_statistics, read_adam_state
 from utils.curvature.engine import TrackingEngine
-from utils.curvature.hvp import LossHessian, math_attention
 from utils.training.losses import mse
-from utils.training.runs import RunConfig, RunResult, build_data, build_model_for, find_events
+from utils.training.runs import (RunConfig, RunResult, build_data, build_model_for, find_events,
+                                 load_gradients, step_gradient)
 from utils.curvature.tracker import engine_columns
 from utils.validation import check_number
 
@@ -115,6 +115,17 @@ def run_seeds(config: RunConfig, seeds) -> list[RunResult]:
     Same measurements as :func:`utils.training.runs.run` (Adam only, tracked with the engine), with
     one engine step per tracked step for all seeds together. The result's ``seconds`` is the
     wall time of the whole batch.
+
+    Why a second loop beside :func:`~utils.training.runs.run`: here the K seeds are one stacked
+    parameter set trained on the sum of their losses (vmap), so a step's bookkeeping is per
+    seed (each seed's loss, gradient norm, divergence, and the engine's K Rayleigh–Ritz
+    problems), and what ``run`` offers that a batch cannot (checkpoints and resumes,
+    interventions, mini-batches, signals, other optimizers, clippers) is refused up front. The
+    step itself is shared: the loss and gradient come from
+    :func:`~utils.training.runs.step_gradient` and the update from
+    :func:`~utils.training.runs.load_gradients` and ``torch.optim.Adam.step`` in both, and
+    ``tests/test_seeds.py`` checks that the two give the same steps (to 1e-9 over 40 steps;
+    ``tests/test_chaos.py``: over 100 steps of a chapter's run).
     """
     seeds = check_seed_run(config, seeds)
     if config.batch_size:
@@ -142,21 +153,14 @@ def run_seeds(config: RunConfig, seeds) -> list[RunResult]:
                desc=f"{len(seeds)} seeds of {config.model} lr={config.lr:g}")
     for step in bar:
         tracked = config.track_every > 0 and step % config.track_every == 0
-        if tracked:
-            hessian = LossHessian(total, params, method=config.hvp_method)
-            flat_grad = hessian.gradient
-        else:
-            with math_attention():
-                loss = total(params)
-                grads = torch.autograd.grad(loss, list(params.values()))
-            flat_grad = torch.cat([g.reshape(-1) for g in grads])
+        hessian, _, grads = step_gradient(total, params, tracked, config.hvp_method)
+        flat_grad = hessian.gradient if tracked else torch.cat([g.reshape(-1) for g in grads])
         g = layout.to_seeds(flat_grad)
         seed_loss = per_seed["loss"]
         grad_norm = g.norm(dim=-1)
         finite = torch.isfinite(seed_loss).cpu() & torch.isfinite(grad_norm).cpu()
         v_prev = layout.to_seeds(read_adam_state(opt).v) if tracked and step > 1 else None
-        for p, gp in zip(params.values(), flat_grad.split([p.numel() for p in params.values()])):
-            p.grad = gp.reshape(p.shape).detach().clone()
+        load_gradients(params, grads)
         opt.step()
         measured = {}
         if tracked:
