@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import pandas as pd
 
+from utils.book.sweeps import CACHE_DIR, Sweep, load_sweep, run_sweep
 from utils.studies.ensemble import ENSEMBLE_SHARE, JUDGED, ensemble_verdicts
+from utils.studies.settings import chapter_config
 
 
 def seed_table(chapter: str, strict: bool, params: dict) -> pd.DataFrame | None:
     """The chapter's stored seed sweep (``data/sweeps/<chapter>.csv.gz``) under its default
     parameters (``strict``). Under other parameters the stored ensemble is not theirs: returns
     None after printing how to run the sweep for ``params`` (:func:`run_ensemble`)."""
-    from utils.book.sweeps import load_sweep
-
     if strict:
         return load_sweep(chapter)
     shown = {k: v for k, v in params.items() if k not in ("output_dir", "seed")}
@@ -28,13 +28,11 @@ def run_ensemble(chapter: str, params: dict, seeds=range(16), *, workers=None, o
     """Run ``chapter``'s sweep under ``params`` (the notebook's parameter values) over ``seeds``
     on Dask, into ``_build/sweeps/<chapter>_custom.csv.gz`` (or ``out``); returns the table, the
     same columns as the stored sweep's."""
-    from utils.studies.settings import chapter_config
-    from utils.book.sweeps import CACHE_DIR, Sweep, run_sweep
-
     params = {k: v for k, v in params.items() if k != "output_dir"}
-    sweep = Sweep(name=f"{chapter}_custom", configs=(chapter_config(chapter, params, progress=False),),
-                  seeds=tuple(int(s) for s in seeds), evaluate=f"utils.studies.ensemble:seeds_{chapter[:2]}",
-                  seeds_per_task=4)
+    sweep = Sweep(name=f"{chapter}_custom",
+                  configs=(chapter_config(chapter, params, progress=False),),
+                  seeds=tuple(int(s) for s in seeds),
+                  evaluate=f"utils.studies.ensemble:seeds_{chapter[:2]}", seeds_per_task=4)
     return run_sweep(sweep, workers=workers, out=out or CACHE_DIR / f"{chapter}_custom.csv.gz")
 
 
@@ -42,8 +40,6 @@ def ensemble_summary(share: float = ENSEMBLE_SHARE) -> pd.DataFrame:
     """Every judged claim of chapters 1-4 over its stored 16-seed sweep: one row per verdict
     with the share of the seeds that spiked in which it holds, its 95 % interval, and whether
     it reaches ``share`` (the introduction's table)."""
-    from utils.book.sweeps import load_sweep
-
     rows = []
     for chapter in JUDGED:
         for v in ensemble_verdicts(load_sweep(chapter), chapter, share):

@@ -10,18 +10,19 @@ for a few configs of every sweep and stores it, with provenance, in
 within :data:`TOLERANCE`, which must also cover a run under the "another machine" switch
 (``ADAM_SPIKES_PERTURB``, :mod:`utils.training.models`).
 
-    python -m utils.book.prefixes          # writes data/sweeps/prefixes.csv.gz (about a minute)
+    python -m utils.book.prefixes          # writes data/sweeps/prefixes.csv.gz (about 10 s)
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import gzip
 import math
 import sys
 
 import pandas as pd
 
+from utils.book.sweeps import (SWEEP_DIR, SWEEPS, config_json, provenance, provenance_columns,
+                               write_table)
 from utils.training.runs import display_path, run
 
 PREFIX_STEPS = 30
@@ -76,7 +77,6 @@ def _long(table: pd.DataFrame, quantities) -> pd.DataFrame:
 def prefix_targets() -> list[tuple[str, int, int]]:
     """(sweep, config index, seed) of every stored prefix: the sampled configs of each public
     sweep under its first seed, and chapter 9's first seed (config index 0)."""
-    from utils.book.sweeps import SWEEPS
     from utils.studies.watch import WATCH_SEEDS
 
     targets = [(s.name, i, int(s.seeds[0])) for s in SWEEPS.values() if s.public
@@ -86,8 +86,6 @@ def prefix_targets() -> list[tuple[str, int, int]]:
 
 def compute_prefix(sweep: str, config_index: int, seed: int) -> pd.DataFrame:
     """The prefix of one target of :func:`prefix_targets`, as trained here and now."""
-    from utils.book.sweeps import SWEEPS
-
     if sweep == "watch":
         return watch_prefix(seed)
     config = dataclasses.replace(SWEEPS[sweep].configs[config_index], seed=seed)
@@ -104,9 +102,6 @@ def write_prefixes(out=None, progress: bool = True) -> pd.DataFrame:
     process and each config's JSON, to ``data/sweeps/prefixes.csv.gz`` (or ``out``)."""
     from tqdm import tqdm
 
-    from utils.book.sweeps import SWEEP_DIR, SWEEPS, _write_atomic, config_json, provenance, \
-        provenance_columns
-
     prov = provenance_columns(provenance())
     frames = []
     for sweep, index, seed in tqdm(prefix_targets(), desc="prefixes", disable=not progress):
@@ -117,7 +112,7 @@ def write_prefixes(out=None, progress: bool = True) -> pd.DataFrame:
     table = table[["sweep", "config_index", "seed", "step", "quantity", "value", "config",
                    *prov]]
     out = out or SWEEP_DIR / f"{PREFIX_FILE}.csv.gz"
-    _write_atomic(out, gzip.compress(table.to_csv(index=False).encode(), mtime=0))
+    write_table(table, out)
     return table
 
 
@@ -129,8 +124,6 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(2)
     table = write_prefixes()
-    from utils.book.sweeps import SWEEP_DIR
-
     print(f"{len(table)} values of {table[['sweep', 'config_index']].drop_duplicates().shape[0]} "
           f"runs -> {display_path(SWEEP_DIR / f'{PREFIX_FILE}.csv.gz')}")
     return 0

@@ -417,7 +417,7 @@ def _jsonable(value):
     raise TypeError(f"not a JSON scalar: {value!r}")
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to a temporary file next to ``path``, then rename it onto ``path``: a
     killed process leaves the old file or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -443,7 +443,7 @@ def _load_cached(folder: Path, task: Task) -> dict | None:
 def _save_cached(folder: Path, task: Task, record: dict) -> None:
     record = {"key": task.key, "config_index": task.config_index, "seeds": list(task.seeds),
               **record}
-    _write_atomic(folder / f"{task.key}.json",
+    write_atomic(folder / f"{task.key}.json",
                   json.dumps(record, indent=1, default=_jsonable).encode())
 
 
@@ -565,8 +565,15 @@ def run_sweep(sweep, *, workers=None, scheduler=None, cache_dir=None, out=None, 
                     finish(task, record)
 
     table = _table(sweep, tasks, records)
-    _write_atomic(out, gzip.compress(table.to_csv(index=False).encode(), mtime=0))
+    write_table(table, out)
     return table
+
+
+def write_table(table: pd.DataFrame, path) -> None:
+    """``table`` as gzipped CSV at ``path`` (no index, a fixed gzip timestamp, so the same rows
+    give the same bytes), written atomically (:func:`write_atomic`): how every stored table
+    in ``data/sweeps/`` is written."""
+    write_atomic(Path(path), gzip.compress(table.to_csv(index=False).encode(), mtime=0))
 
 
 def provenance_columns(prov: dict) -> dict:

@@ -5,7 +5,6 @@ row timing it, cached per seed and written with provenance to ``data/sweeps/watc
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import time
 from pathlib import Path
@@ -15,8 +14,8 @@ import torch
 from tqdm import tqdm
 
 from utils import __version__
-from utils.book.sweeps import (CACHE_DIR, SWEEP_DIR, _write_atomic, provenance, provenance_columns,
-                               source_hash)
+from utils.book.sweeps import (CACHE_DIR, SWEEP_DIR, provenance, provenance_columns, source_hash,
+                               write_atomic, write_table)
 from utils.studies.watch import WATCH, WATCH_FACTOR, WATCH_SEEDS, watch_rows
 from utils.validation import check_number
 
@@ -48,12 +47,12 @@ def run_watch_sweep(seeds=WATCH_SEEDS, out=None, cache_dir=None, progress=True,
         if record is None or record["key"] != key:
             prov = provenance()
             record = {"key": key, "rows": watch_rows(seed), "provenance": prov}
-            _write_atomic(path, json.dumps(record).encode())
+            write_atomic(path, json.dumps(record).encode())
         rows += [{"sweep": WATCH_TABLE, **row, "settings": json.dumps(WATCH, sort_keys=True),
                   **provenance_columns(record["provenance"])} for row in record["rows"]]
     table = pd.DataFrame(rows)
     out = Path(out or SWEEP_DIR / f"{WATCH_TABLE}.csv.gz")
-    _write_atomic(out, gzip.compress(table.to_csv(index=False).encode(), mtime=0))
+    write_table(table, out)
     return table
 
 
