@@ -46,8 +46,8 @@ from scipy.sparse.linalg import eigsh
 
 from utils.curvature.adam_state import read_adam_state
 from utils.studies.settings import chapter_config
-from utils.curvature.preconditioned import (PreconditionedHessian, gradient_curvatures, linear_operator,
-                             top_eigenpair)
+from utils.curvature.preconditioned import (PreconditionedHessian, gradient_curvatures,
+                                            linear_operator, top_eigenpair)
 from utils.curvature.engine import TrackingEngine, single_model
 from utils.curvature.hvp import LossHessian, loss_of_params, math_attention
 from utils.training.losses import mse
@@ -416,8 +416,9 @@ def seed_batching(config: RunConfig, steps: int, ks=(1, 4, 16, 64)):
 def seeds_per_minute(config: RunConfig, steps: int, n_seeds: int, workers: int) -> dict:
     """Seeds per minute of ``n_seeds`` runs on ``workers`` Dask worker processes (seeds batched
     in tasks of ``utils.book.parallel.SEEDS_PER_TASK``, one torch thread each; cluster start and
-    shutdown included) over those of one unbatched single-seed process (``utils.training.runs.run``, the
-    faster of 1 and ``workers`` torch threads, median of three runs). Both at ``config``'s
+    shutdown included) over those of one unbatched single-seed process
+    (``utils.training.runs.run``, the faster of 1 and ``workers`` torch threads, median of three
+    runs). Both at ``config``'s
     tracking interval and measurements, over ``steps`` steps."""
     from utils.book.parallel import run_seeds_parallel
     from utils.training.runs import run

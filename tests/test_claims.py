@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from utils.studies.claims import (alignment_verdicts, calm_stretches, crossing_verdicts,
-                          decay_crossing_step, onset_verdicts, predicted_decay_growth,
-                          random_direction_cosine, v_decay_verdicts)
+                                  decay_crossing_step, onset_verdicts, predicted_decay_growth,
+                                  random_direction_cosine, v_decay_verdicts)
 from utils.events.spikes import Spike
 from utils.training.runs import RunConfig
 

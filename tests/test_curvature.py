@@ -7,7 +7,7 @@ import torch
 from conftest import adam_after, dense_reference, tiny_mlp_problem
 from utils.curvature.adam_state import read_adam_state
 from utils.curvature.preconditioned import (PreconditionedHessian, alignment, gradient_curvatures,
-                             top_eigenpair)
+                                            top_eigenpair)
 from utils.curvature.hvp import LossHessian
 
 REL = 1e-6

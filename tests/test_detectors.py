@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from utils.events.detectors import (above, ema_zscore, loss_rose, olmo_skip, random_alarms,
-                             score_alarms, sustained)
+                                    score_alarms, sustained)
 from utils.events.spikes import Spike
 
 

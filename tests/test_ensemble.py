@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from utils.studies.ensemble import (ENSEMBLE_SHARE, bootstrap_ci, ensemble_verdicts, glue_checked,
-                            glue_illustration, sensitivity_table)
+                                    glue_illustration, sensitivity_table)
 from utils.studies.verdicts import Verdict, report_verdicts
 
 

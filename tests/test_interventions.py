@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from utils.studies.interventions import (BRANCHES, FrozenPreconditioner, Intervention, RandomKick,
-                                 VFloor, checkpoint_at, run_branches)
+                                         VFloor, checkpoint_at, run_branches)
 from utils.training.runs import RunConfig, run
 
 CONFIG = RunConfig(model="mlp", model_kwargs={"width": 16}, data="sin",

@@ -61,7 +61,8 @@ def test_imports_point_down_the_layers(path):
     here = layer_of(module_name(path))
     up = [f"line {line}: {target} ({LAYERS[layer_of(target)]})"
           for line, target in utils_imports(path) if layer_of(target) > here]
-    assert not up, f"{module_name(path)} ({LAYERS[here] if here >= 0 else 'utils'}) imports up: {up}"
+    layer = LAYERS[here] if here >= 0 else "utils"
+    assert not up, f"{module_name(path)} ({layer}) imports up: {up}"
 
 
 def test_the_check_finds_an_import_that_runs_up(tmp_path):

@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 
 from utils.studies.mitigations import (ARCHITECTURES, BASELINE, METHODS, best_loss_curve,
-                               eps_bound_table, eps_needed, interval, method_of, method_table,
-                               mitigation_config, mitigation_verdicts, ranking,
-                               steps_to_target, with_targets)
+                                       eps_bound_table, eps_needed, interval, method_of,
+                                       method_table, mitigation_config, mitigation_verdicts,
+                                       ranking, steps_to_target, with_targets)
 
 
 def test_every_method_is_found_again_from_its_config():

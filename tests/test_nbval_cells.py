@@ -46,7 +46,8 @@ def compared_cells() -> list[tuple[str, int, str]]:
 def test_every_cell_says_whether_and_why_it_is_compared(path):
     for i, cell in code_cells(path):
         reason = cell.metadata.get("nbval")
-        assert reason, f"{path.name} cell {i} has no metadata 'nbval' (why it is or is not compared)"
+        assert reason, (f"{path.name} cell {i} has no metadata 'nbval' "
+                        "(why it is or is not compared)")
         ignored = "nbval-ignore-output" in cell.metadata.get("tags", [])
         if ignored:
             assert reason.startswith("varies:"), f"{path.name} cell {i}: ignored, but '{reason}'"

@@ -7,7 +7,7 @@ import torch
 
 from conftest import tiny_mlp_problem
 from utils.training.optimizers import (build_clipper, build_optimizer, read_spam_state,
-                              read_stableadamw_state, state_reader)
+                                       read_stableadamw_state, state_reader)
 from utils.training.runs import RunConfig, run
 
 FAST = dict(model="mlp", model_kwargs={"width": 8}, data="sin", data_kwargs={"n_points": 32},

@@ -1,4 +1,5 @@
-"""The quadratic's phase diagram (utils.studies.phase): the vectorised Adam, the criterion, the fit."""
+"""The quadratic's phase diagram (utils.studies.phase): the vectorised Adam, the criterion, the
+fit."""
 import numpy as np
 import pytest
 import torch

@@ -7,7 +7,7 @@ import pytest
 
 from utils.events.detectors import SIGNALS, signal_alarms
 from utils.studies.predictors import (HORIZONS, matched_chance, pool, pooled_difference,
-                              pooled_scores, predictor_verdicts, score_run)
+                                      pooled_scores, predictor_verdicts, score_run)
 from utils.events.spikes import Spike
 
 

@@ -1,4 +1,5 @@
-"""The signals recorded during training (utils.training.signals) and mini-batch runs (utils.training.runs)."""
+"""The signals recorded during training (utils.training.signals) and mini-batch runs
+(utils.training.runs)."""
 import math
 from dataclasses import replace
 

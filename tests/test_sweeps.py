@@ -12,7 +12,7 @@ import pytest
 from utils.book import sweeps
 from utils.training.runs import RunResult
 from utils.book.sweeps import (PROVENANCE_COLUMNS, SWEEPS, Sweep, SweepTaskError, basic_columns,
-                          load_sweep, run_sweep, sweep_tasks, task_key)
+                               load_sweep, run_sweep, sweep_tasks, task_key)
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = SWEEPS["tiny"]
@@ -285,7 +285,8 @@ def test_batch_models_trains_the_other_models_one_seed_at_a_time(monkeypatch):
     assert a.batched and not b.batched and a.key != b.key
     calls = []
     real = utils.training.runs.run
-    monkeypatch.setattr(utils.training.runs, "run", lambda c, **k: calls.append(c.seed) or real(c, **k))
+    monkeypatch.setattr(utils.training.runs, "run",
+                        lambda c, **k: calls.append(c.seed) or real(c, **k))
     monkeypatch.setattr(sweeps, "run_seeds", lambda *a, **k: pytest.fail("batched"))
     rows = sweeps.run_task(b.config, b.seeds, single.evaluate, b.batched)
     assert calls == list(b.seeds) and [r["seed"] for r in rows] == list(b.seeds)
@@ -301,7 +302,7 @@ def test_the_source_hash_is_stable_and_covers_what_the_task_imports():
     assert first == sweeps.source_hash("utils.studies.ensemble:seeds_01")
     assert len(first) == 16 and int(first, 16) >= 0
     assert first == sweeps.source_hash("utils.studies.ensemble:seeds_02")     # same module
-    assert first != sweeps.source_hash(TINY.evaluate)     # tiny's closure lacks utils.studies.claims
+    assert first != sweeps.source_hash(TINY.evaluate)   # tiny's closure lacks studies.claims
     # an evaluate module outside utils adds only the task module's closure
     assert sweeps.source_hash(f"{__name__}:failing_on_seed_2") == sweeps.source_hash(
         TINY.evaluate)
@@ -345,7 +346,8 @@ def test_editing_an_imported_source_changes_the_keys_of_the_tasks_that_import_it
     assert before[chapter] == (sweeps.source_hash(chapter, ROOT / "utils"),
                                task_key(config, [0, 1], chapter))
 
-    with open(root / "studies" / "claims.py", "a") as fh:   # imported by utils.studies.ensemble, not by tiny's
+    # imported by utils.studies.ensemble, not by tiny's tasks
+    with open(root / "studies" / "claims.py", "a") as fh:
         fh.write("\n# edited\n")
     assert sweeps.source_hash(chapter) == before[chapter][0]      # cached in this process
     sweeps.clear_source_hashes()
@@ -374,7 +376,7 @@ def test_a_sweep_recomputes_its_tasks_after_an_edit_of_their_sources(dirs, count
 
     try:
         assert run_after() == [(0, 1), (2, 3)]
-        assert run_after("studies/watch.py") == []      # no task of tiny imports utils.studies.watch
+        assert run_after("studies/watch.py") == []      # no task of tiny imports it
         assert run_after("events/spikes.py") == [(0, 1), (2, 3)]   # utils.training.runs imports it
         assert len(list((dirs["cache_dir"] / "tiny").glob("*.json"))) == 4
     finally:

@@ -1,5 +1,5 @@
-"""Chapter 9's run and its scoring (utils.studies.watch): settings checked before training, the loop's
-files read back, alarms counted where they are raised, scoring windows that end at a spike's
+"""Chapter 9's run and its scoring (utils.studies.watch): settings checked before training, the
+loop's files read back, alarms counted where they are raised, scoring windows that end at a spike's
 start, verdicts that fail where their claim is false, and the stored table recomputed."""
 import json
 
@@ -10,9 +10,9 @@ import torch
 
 from utils.studies import watch
 from utils.studies.predictors import JUDGED_HORIZON
-from utils.studies.watch import (WATCH, WATCH_FACTOR, WATCH_SEEDS, WATCH_SIGNALS,
-                         check_watch, read_tensorboard, score_watch, train_watched,
-                         watch_alarms, watch_verdicts)
+from utils.studies.watch import (WATCH, WATCH_FACTOR, WATCH_SEEDS, WATCH_SIGNALS, check_watch,
+                                 read_tensorboard, score_watch, train_watched, watch_alarms,
+                                 watch_verdicts)
 
 
 @pytest.mark.parametrize("settings, name", [

@@ -3,8 +3,8 @@
     results = run_seeds_parallel(config, range(16))            # local cluster, one worker per core
     results = run_seeds_parallel(config, range(64), scheduler="tcp://host:8786")
 
-:func:`~utils.training.seeds.run_seeds` trains K seeds as one stacked model in one process, which keeps
-one core busy. Here the seeds are split into chunks, each chunk is one batched ``run_seeds``
+:func:`~utils.training.seeds.run_seeds` trains K seeds as one stacked model in one process, which
+keeps one core busy. Here the seeds are split into chunks, each chunk is one batched ``run_seeds``
 call in its own single-threaded worker process, and the results come back in seed order. The
 numbers are those of the serial run: a seed's loss and gradient do not depend on which seeds
 share its batch, and the eigen-solves agree to their tolerance (``config.eig_tol``).

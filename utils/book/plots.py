@@ -193,8 +193,8 @@ STAGE_NAMES = ("stable descent", "decoupling:\n$g^2 \\ll v$, $v$ decays",
 
 def plot_mechanism(metrics, stages, lr: float, after: int = 80):
     """The mechanism on one measured spike: loss, median g²/v, and λ_max(Ĥ) against 2/η, over
-    the five stages of ``stages`` (a :class:`~utils.events.stages.SpikeStages`), shaded and numbered.
-    Returns the figure."""
+    the five stages of ``stages`` (a :class:`~utils.events.stages.SpikeStages`), shaded and
+    numbered. Returns the figure."""
     lo, hi = stages.bounds[0], stages.recovered + after
     m = metrics[(metrics["step"] >= lo) & (metrics["step"] <= hi)]
     tracked = m.dropna(subset=["lambda_max_pre"])

@@ -9,8 +9,8 @@
 
 A :class:`Sweep` is one or more base :class:`~utils.training.runs.RunConfig` × seeds, and an
 *evaluate* function (named by a ``"module:function"`` string) that turns the
-:class:`~utils.training.runs.RunResult` of each run into one row of JSON scalars. The sweep is cut into
-tasks, each one batched :func:`~utils.training.seeds.run_seeds` call on a chunk of at most
+:class:`~utils.training.runs.RunResult` of each run into one row of JSON scalars. The sweep is cut
+into tasks, each one batched :func:`~utils.training.seeds.run_seeds` call on a chunk of at most
 ``seeds_per_task`` seeds of one config, run on the cluster of
 :func:`utils.book.parallel.dask_client` (or in this process with ``serial=True``).
 
@@ -78,8 +78,9 @@ class Sweep:
     more than one batched training, such as forks from checkpoints):
     ``f(config, seeds) -> list[dict]``, any number of rows per seed, each holding its ``seed``.
     ``batch_models``: the models whose seeds are batched in one
-    :func:`~utils.training.seeds.run_seeds` call where it can run them (None: every model); the others
-    are trained one seed at a time (where batching is slower, as for convolutions with tracking).
+    :func:`~utils.training.seeds.run_seeds` call where it can run them (None: every model); the
+    others are trained one seed at a time (where batching is slower, as for convolutions with
+    tracking).
     Lists given for ``configs`` or ``seeds`` are stored as tuples.
     """
 
@@ -358,7 +359,8 @@ def run_task(config: RunConfig, seeds, evaluate: str, batched: bool = True) -> l
     ``seed``, ``config_key`` and the columns returned by the evaluate function. A config that
     seed batching cannot train (:func:`~utils.training.seeds.batchable`: a library's optimizer or a
     gradient clipper), or any config with ``batched=False``, is trained one seed at a time by
-    :func:`~utils.training.runs.run`, without spot checks (as :func:`~utils.training.seeds.run_seeds`)."""
+    :func:`~utils.training.runs.run`, without spot checks (as
+    :func:`~utils.training.seeds.run_seeds`)."""
     config = dataclasses.replace(config, progress=False)
     if batched and batchable(config):
         results = run_seeds(config, list(seeds))
@@ -640,14 +642,16 @@ register(Sweep(
 
 
 def _register_chapter_sweeps() -> None:
-    """The seed sweeps of chapters 1-4: each chapter's default run (:func:`~utils.studies.settings.
-    chapter_config`) under seeds 0-15, one row per seed from :func:`utils.studies.ensemble.seed_row`."""
+    """The seed sweeps of chapters 1-4: each chapter's default run
+    (:func:`~utils.studies.settings.chapter_config`) under seeds 0-15, one row per seed from
+    :func:`utils.studies.ensemble.seed_row`."""
     from utils.studies.settings import SEED_CHAPTERS, chapter_config
 
     for chapter in SEED_CHAPTERS:
         register(Sweep(
             name=chapter, configs=(chapter_config(chapter, progress=False),),
-            seeds=tuple(range(CHAPTER_SEEDS)), evaluate=f"utils.studies.ensemble:seeds_{chapter[:2]}",
+            seeds=tuple(range(CHAPTER_SEEDS)),
+            evaluate=f"utils.studies.ensemble:seeds_{chapter[:2]}",
             seeds_per_task=8 if chapter in ("01_v_decay", "02_lambda_max_crossing") else 4,
             description=f"chapter {chapter[:2]}'s default run over seeds 0-{CHAPTER_SEEDS - 1}"))
 
@@ -658,8 +662,8 @@ _register_chapter_sweeps()
 
 
 def _register_intervention_sweep() -> None:
-    """The forks of the causal chapter (:func:`utils.studies.interventions.fork_rows`): chapters 1, 3
-    and 4's models under seeds 0-7, one seed per task."""
+    """The forks of the causal chapter (:func:`utils.studies.interventions.fork_rows`): chapters
+    1, 3 and 4's models under seeds 0-7, one seed per task."""
     from utils.studies.interventions import INTERVENTION_CHAPTERS, intervention_config
 
     register(Sweep(
@@ -672,8 +676,8 @@ _register_intervention_sweep()
 
 
 def _register_predictor_sweep() -> None:
-    """The predictors chapter's runs (:func:`utils.studies.predictors.predictor_rows`): every setting
-    of :data:`utils.studies.predictors.SETTINGS` under seeds 0-19, one seed per task."""
+    """The predictors chapter's runs (:func:`utils.studies.predictors.predictor_rows`): every
+    setting of :data:`utils.studies.predictors.SETTINGS` under seeds 0-19, one seed per task."""
     from utils.studies.predictors import PREDICTOR_SEEDS, SETTINGS, predictor_config
 
     register(Sweep(
@@ -704,7 +708,8 @@ _register_phase_sweep()
 def _register_mitigation_sweep() -> None:
     """Chapter 7's methods on the MLP, CNN and Transformer (:func:`utils.studies.mitigations.
     mitigation_config`), seeds 0-9 of a config in one task (batched where Adam allows it)."""
-    from utils.studies.mitigations import ARCHITECTURES, METHODS, MITIGATION_SEEDS, mitigation_config
+    from utils.studies.mitigations import (ARCHITECTURES, METHODS, MITIGATION_SEEDS,
+                                           mitigation_config)
 
     register(Sweep(
         name="mitigations",

@@ -31,8 +31,9 @@ eigenvalue of S lies within ``tol`` of it); a step that hits ``max_rounds`` firs
 as not certified (``converged`` False), never silently accepted.
 
 All products of one round go through one batched backward pass
-(:meth:`~utils.curvature.hvp.LossHessian.matmat`). Every vector carries a leading seed axis: shape (K, n)
-for K independent models whose Hessian is block diagonal (:mod:`utils.training.seeds`); K = 1 for a
+(:meth:`~utils.curvature.hvp.LossHessian.matmat`). Every vector carries a leading seed axis: shape
+(K, n) for K independent models whose Hessian is block diagonal (:mod:`utils.training.seeds`); K =
+1 for a
 single model. The small Rayleigh–Ritz problems are solved per seed in NumPy float64.
 """
 from __future__ import annotations

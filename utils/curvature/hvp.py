@@ -143,8 +143,8 @@ class LossHessian:
         products share one batched backward pass through the graph of ∇L
         (``is_grads_batched``), which on a single model costs less than k passes; otherwise,
         and with ``"func"``, it applies :meth:`matvec` per row. Pass ``batched=False`` where
-        the loss is itself vmapped (:mod:`utils.training.seeds`): there the batched pass nests a second
-        vmap and cost more than the k passes.
+        the loss is itself vmapped (:mod:`utils.training.seeds`): there the batched pass nests a
+        second vmap and cost more than the k passes.
         """
         if vectors.dim() != 2 or vectors.shape[1] != self.n:
             raise ValueError(f"vectors must have shape (k, {self.n}), got {tuple(vectors.shape)}")

@@ -1,7 +1,7 @@
 """The per-step measurement engine.
 
-At a tracked step t the training loop builds a :class:`~utils.curvature.hvp.LossHessian` at θ_t (whose
-gradient it also uses for the update), lets the real ``torch.optim.Adam`` take its step, and
+At a tracked step t the training loop builds a :class:`~utils.curvature.hvp.LossHessian` at θ_t
+(whose gradient it also uses for the update), lets the real ``torch.optim.Adam`` take its step, and
 hands the operator, the new state (v_t, hence D_t and c_t) and v_{t-1} to
 :meth:`CurvatureTracker.measure`. So every row pairs H(θ_t) and g_t with the preconditioner
 D_t that Adam used for the update from θ_t. The tracker carries the top eigenvectors from one
@@ -15,8 +15,9 @@ import numpy as np
 import torch
 
 from utils.curvature.adam_state import AdamState, decoupling_statistics
-from utils.curvature.preconditioned import (DENSE_BELOW, SOLVERS, EigenResult, PreconditionedHessian, alignment,
-                        gradient_curvatures, top_eigenpair)
+from utils.curvature.preconditioned import (DENSE_BELOW, SOLVERS, EigenResult,
+                                            PreconditionedHessian, alignment, gradient_curvatures,
+                                            top_eigenpair)
 from utils.curvature.engine import StepCurvature, TrackingEngine, single_model
 from utils.curvature.hvp import LossHessian, unflatten
 from utils.validation import check_choice, check_number
@@ -34,8 +35,9 @@ block; ``dense``, the dense eigendecomposition (tiny models); ``none``, not cert
 solver stopped at its round cap): the value is reported, and counted, but not trusted."""
 PRECONDITIONED = ("lambda_max_pre", "alignment", "decoupling")
 TRACKER_SOLVERS = ("engine", *SOLVERS)
-"""``"engine"``: :class:`~utils.curvature.engine.TrackingEngine` (batched, warm-started LOBPCG rounds, the
-default); the others solve each quantity separately with :func:`~utils.curvature.preconditioned.top_eigenpair`."""
+"""``"engine"``: :class:`~utils.curvature.engine.TrackingEngine` (batched, warm-started LOBPCG
+rounds, the default); the others solve each quantity separately with
+:func:`~utils.curvature.preconditioned.top_eigenpair`."""
 SPOT_CHECK_EVERY = 100
 """A run compares the tracked λ_max(Ĥ) with a cold solve at every this many tracked steps (the
 first included) and at each spike's start (:meth:`CurvatureTracker.spot_checks`)."""
@@ -139,8 +141,9 @@ class CurvatureTracker:
     def spot_checks(self, loss_fn, steps) -> list[dict]:
         """Compare the tracked λ_max(Ĥ) at ``steps`` with a cold solve at the same θ_t, D_t:
         scipy's ``eigsh`` (ARPACK) from a random start at relative tolerance
-        :data:`SPOT_CHECK_TOL` (dense below :data:`~utils.curvature.preconditioned.DENSE_BELOW` parameters).
-        ``loss_fn`` maps a parameter dict to the loss, as in :class:`~utils.curvature.hvp.LossHessian`.
+        :data:`SPOT_CHECK_TOL` (dense below :data:`~utils.curvature.preconditioned.DENSE_BELOW`
+        parameters). ``loss_fn`` maps a parameter dict to the loss, as in
+        :class:`~utils.curvature.hvp.LossHessian`.
         Returns one dict per checked step: step, tracked, reference, rel_error, solver."""
         checks = []
         for step in steps:

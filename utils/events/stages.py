@@ -46,8 +46,9 @@ def spike_stages(result, *, coupled: float = 0.1, max_lead: int = 200, lead_in: 
     """The stages of the first spike that λ_max(Ĥ) crossed 2/η for, at most ``max_lead`` steps
     before its peak; None if no spike qualifies.
 
-    ``result`` is a :class:`~utils.training.runs.RunResult` with ``lambda_max_pre`` and the decoupling
-    statistics tracked. Decoupling starts after the last tracked step before the crossing with
+    ``result`` is a :class:`~utils.training.runs.RunResult` with ``lambda_max_pre`` and the
+    decoupling statistics tracked. Decoupling starts after the last tracked step before the
+    crossing with
     median g²/v ≥ ``coupled``; the window opens ``lead_in`` steps before that.
     """
     threshold = 2.0 / result.config.lr

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from utils.events.spikes import (CROSSING_HYSTERESIS, Spike, onset_window, score_predictor,
-                     sustained_crossings)
+                                 sustained_crossings)
 from utils.validation import check_number
 from utils.studies.verdicts import Verdict
 
@@ -29,8 +29,8 @@ def spikes_after_first_crossing(result) -> tuple[int | None, list[Spike]]:
 def counterexample_verdicts(adam, gd) -> list[Verdict]:
     """Chapter 0: on f(θ) = aθ²/2 GD is smooth at η ≪ 2/a while Adam spikes at the same η.
 
-    ``adam`` and ``gd`` are :class:`~utils.training.runs.RunResult` of the two optimizers on the same
-    quadratic. A spike counts for Adam when its peak comes after λ_max(Ĥ) first exceeded 2/η.
+    ``adam`` and ``gd`` are :class:`~utils.training.runs.RunResult` of the two optimizers on the
+    same quadratic. A spike counts for Adam when its peak comes after λ_max(Ĥ) first exceeded 2/η.
     If sharpness explained the spike, a·η/2 would be near 1 (``sharpness_far_below_limit``
     fails) and GD would rise too (``gd_smooth`` fails); if Adam's preconditioner did not grow,
     λ_max(Ĥ) would stay below 2/η and no spike would follow (``adam_crosses`` and
@@ -355,8 +355,8 @@ def onset_verdicts(result, *, max_lead: int = 50, min_recall: float = 0.75,
     """Chapter 4: spikes start when λ_grad(Ĥ) exceeds 2/η; λ_max(Ĥ) crosses far more often.
 
     Crossings of 2/η (the book's hysteresis) by λ_grad(Ĥ) (form B, ``lambda_grad_pre``) and by
-    λ_max(Ĥ) are scored with :func:`~utils.events.spikes.score_predictor`: a crossing matches a spike
-    when it starts in the onset window [start − ``max_lead``, start], which ends at the start.
+    λ_max(Ĥ) are scored with :func:`~utils.events.spikes.score_predictor`: a crossing matches a
+    spike when it starts in the onset window [start − ``max_lead``, start], which ends at the start.
     ``lambda_grad_marks_onsets``: the recall of λ_grad crossings is ≥ ``min_recall``; if
     λ_grad only crossed once the loss was rising (a consequence, not a warning), its crossings
     would start after the start and the recall would be near 0. The signed lead of the first
@@ -428,8 +428,9 @@ def instrument_verdict(result, *, max_error: float = 1e-3) -> Verdict:
     """Every chapter: the curvature instrument can be trusted on this run.
 
     Holds when no tracked λ_max(Ĥ) is uncertified (its relative residual above the solver's
-    tolerance: :data:`~utils.curvature.tracker.CERTIFICATES`) and every spot check against a cold, tight
-    ``eigsh`` (every :data:`~utils.curvature.tracker.SPOT_CHECK_EVERY`-th tracked step and each spike's
+    tolerance: :data:`~utils.curvature.tracker.CERTIFICATES`) and every spot check against a cold,
+    tight ``eigsh`` (every :data:`~utils.curvature.tracker.SPOT_CHECK_EVERY`-th tracked step and
+    each spike's
     start) agrees within ``max_error`` relative. If the engine had locked onto a lower
     eigenvalue, or stopped short, this would measure uncertified steps or a spot-check error
     above ``max_error``, and fail.

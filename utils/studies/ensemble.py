@@ -5,7 +5,8 @@ A chapter's seed sweep (:mod:`utils.book.sweeps`) stores one row per seed, made 
 :func:`seed_row`: the number of spikes, every verdict of the chapter as a boolean column, the
 numbers behind them (``<verdict>.<number>``), and the verdicts and spike counts again under each
 other spike factor (``<verdict>@K3``, ``n_spikes@K30``) and crossing hysteresis
-(``<verdict>@h0``) of :data:`~utils.events.spikes.SPIKE_FACTORS` and :data:`~utils.events.spikes.HYSTERESES`.
+(``<verdict>@h0``) of :data:`~utils.events.spikes.SPIKE_FACTORS` and
+:data:`~utils.events.spikes.HYSTERESES`.
 """
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
-from utils.studies.claims import alignment_verdicts, crossing_verdicts, onset_verdicts, v_decay_verdicts
+from utils.studies.claims import (alignment_verdicts, crossing_verdicts, onset_verdicts,
+                                  v_decay_verdicts)
 from utils.training.runs import find_events, parameter_count
 from utils.events.spikes import CROSSING_HYSTERESIS, HYSTERESES, SPIKE_FACTOR, SPIKE_FACTORS
 from utils.studies.verdicts import Verdict
@@ -248,8 +250,9 @@ def glue_illustration(values: dict, stored: pd.DataFrame | None,
 
 def glue_checked(values: dict, bands: dict, strict: bool) -> pd.DataFrame:
     """Glue each of the single run's ``values`` (name -> number) for the prose, and check it
-    against its tolerance band (name -> (low, high), stated in the chapter). Under the default parameters (``strict``) a value outside its band
-    raises ``AssertionError``, since the prose quoting it may no longer hold. Returns the table
+    against its tolerance band (name -> (low, high), stated in the chapter). Under the default
+    parameters (``strict``) a value outside its band raises ``AssertionError``, since the prose
+    quoting it may no longer hold. Returns the table
     of values, bands and whether each is inside."""
     from myst_nb import glue
 

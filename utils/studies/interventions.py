@@ -315,8 +315,8 @@ TRACK_EVERY = 5
 
 
 def intervention_config(chapter: str, **overrides) -> RunConfig:
-    """The chapter's default run (:func:`~utils.studies.settings.chapter_config`), measuring λ_max(H),
-    λ_max(Ĥ) and λ_grad(Ĥ) every :data:`TRACK_EVERY` steps, which every branch needs."""
+    """The chapter's default run (:func:`~utils.studies.settings.chapter_config`), measuring
+    λ_max(H), λ_max(Ĥ) and λ_grad(Ĥ) every :data:`TRACK_EVERY` steps, which every branch needs."""
     from utils.studies.settings import chapter_config
 
     return chapter_config(chapter, **{"measure": ("lambda_max_H", "lambda_max_pre", "lambda_grad"),

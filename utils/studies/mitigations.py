@@ -4,8 +4,8 @@ The sweep ``mitigations`` trains every method of :data:`METHODS` on chapter 1's 
 3's CNN and chapter 4's Transformer (:data:`ARCHITECTURES`, each at its chapter's default run)
 under seeds 0-9, one row per (architecture, method, seed) (:func:`mitigation_rows`). The
 methods are Adam itself, Adam with a larger ε or a smaller β2 (``torch.optim.Adam``), and the
-libraries' optimizers and clipper (:mod:`utils.training.optimizers`): StableAdamW, SPAM, ZClip in front
-of Adam and Adam-atan2.
+libraries' optimizers and clipper (:mod:`utils.training.optimizers`): StableAdamW, SPAM, ZClip in
+front of Adam and Adam-atan2.
 
 Fixed before the sweep ran (the chapter states them):
 

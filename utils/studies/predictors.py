@@ -1,8 +1,8 @@
 """Which signal warns of a spike: the runs, scores and comparisons of the predictors chapter.
 
 The sweep ``predictors`` (:func:`predictor_rows`) trains :data:`PREDICTOR_SEEDS` seeds of each
-setting of :data:`SETTINGS` with a :class:`~utils.training.signals.SignalRecorder` attached, and scores
-every signal of :data:`utils.events.detectors.SIGNALS` at every threshold and horizon
+setting of :data:`SETTINGS` with a :class:`~utils.training.signals.SignalRecorder` attached, and
+scores every signal of :data:`utils.events.detectors.SIGNALS` at every threshold and horizon
 (:func:`utils.events.detectors.score_alarms`): one row per (architecture, setting, seed, signal,
 threshold, horizon). Each row also carries the score of random alarms placed on the same
 steps at the signal's own count (``chance_precision``, ``chance_recall``; the mean over

@@ -39,10 +39,10 @@ def chapter_defaults(chapter: str) -> dict:
 
 
 def chapter_config(chapter: str, params: dict | None = None, **overrides):
-    """The :class:`~utils.training.runs.RunConfig` of a chapter's run (chapters 1-4) from its parameters
-    (``params``: the notebook's values, as :func:`utils.book.chapters.chapter_parameters`
-    returns them; default: the chapter's defaults), with ``overrides`` applied. The notebooks, the seed sweeps, the
-    benchmark and the engine's tests all build their runs here."""
+    """The :class:`~utils.training.runs.RunConfig` of a chapter's run (chapters 1-4) from its
+    parameters (``params``: the notebook's values, as :func:`utils.book.chapters.chapter_parameters`
+    returns them; default: the chapter's defaults), with ``overrides`` applied. The notebooks, the
+    seed sweeps, the benchmark and the engine's tests all build their runs here."""
     from dataclasses import replace
 
     from utils.training.runs import RunConfig

@@ -11,8 +11,8 @@ fires in [start − h, start) of a counted spike, alarms inside a spike are neit
 false alarms, and random alarms at each signal's own count on the steps where it could fire
 are its chance baseline), with the spikes of the book's one rule (:func:`utils.events.spikes.
 detect_spikes`) at the factor :data:`WATCH_FACTOR`, stated before any run (the reason is in
-its docstring). ``python -m utils.book.watch_sweep`` trains :data:`WATCH_SEEDS` one after another (each
-row times the monitor, so no two run at once) and writes ``data/sweeps/watch.csv.gz`` with the
+its docstring). ``python -m utils.book.watch_sweep`` trains :data:`WATCH_SEEDS` one after another
+(each row times the monitor, so no two run at once) and writes ``data/sweeps/watch.csv.gz`` with the
 provenance of every run.
 """
 from __future__ import annotations
@@ -90,8 +90,8 @@ def check_watch(settings: dict) -> dict:
 
 def watch_problem(seed: int = 0, **settings):
     """(data, model, optimizer, schedule) of the run under ``seed`` (the model's initialisation
-    and the batches): the repeated corpus as characters, :class:`~utils.training.lm.TinyGPT` (4 layers,
-    d = 128, about 0.8M parameters), ``torch.optim.Adam`` and a ``LambdaLR`` warm-up."""
+    and the batches): the repeated corpus as characters, :class:`~utils.training.lm.TinyGPT` (4
+    layers, d = 128, about 0.8M parameters), ``torch.optim.Adam`` and a ``LambdaLR`` warm-up."""
     check_number("seed", seed, low=0, integer=True)
     s = check_watch(settings)
     data = CharData(repeated_corpus(s["n_sentences"]), context=s["context"], seed=seed)

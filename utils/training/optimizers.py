@@ -23,8 +23,9 @@ steps, adaptive scaling, and a maximal gradient norm of 1).
 Every library optimizer gets the run's η, (β1, β2) and, where it has one, ε, and no weight
 decay; everything else is at the library's default. The state readers give, for the optimizers
 whose update is η c-scaled D m̂ with Adam's diagonal D = 1/(sqrt(v̂)+ε') (``adam``,
-``stableadamw``, ``spam``), an :class:`~utils.curvature.adam_state.AdamState` whose ``preconditioner`` is
-exactly that D (tested against each optimizer's own next step); ``adam_atan2`` and ``gd`` have
+``stableadamw``, ``spam``), an :class:`~utils.curvature.adam_state.AdamState` whose
+``preconditioner`` is exactly that D (tested against each optimizer's own next step);
+``adam_atan2`` and ``gd`` have
 none, and the tracker measures only raw curvature for them.
 """
 from __future__ import annotations

@@ -32,12 +32,11 @@ from utils.training.data import DATASETS, load_dataset
 from utils.training.losses import mse
 from utils.curvature.hvp import HVP_METHODS, LossHessian, loss_of_params, math_attention
 from utils.training.models import MODELS, build_model
-from utils.training.optimizers import (CLIPPERS, OPTIMIZERS, PRECONDITIONED, build_clipper, build_optimizer,
-                         state_reader)
+from utils.training.optimizers import (CLIPPERS, OPTIMIZERS, PRECONDITIONED, build_clipper,
+                                       build_optimizer, state_reader)
 from utils.events.spikes import SPIKE_FACTOR, SPIKE_WINDOW, Spike, detect_events, float_floor
 from utils.curvature.tracker import MEASUREMENTS, TRACKER_SOLVERS, CurvatureTracker
-from utils.validation import (check_adam_hyperparameters, check_choice, check_number,
-                         resolve_dtype)
+from utils.validation import check_adam_hyperparameters, check_choice, check_number, resolve_dtype
 
 
 @dataclass
@@ -53,7 +52,8 @@ class RunConfig:
     "cuda", "cuda:1", ...). ``batch_size`` = B > 0 trains on B samples per step, drawn without
     replacement under (seed, step) (:func:`minibatch`); 0 is full batch. ``optimizer`` names
     ``torch.optim.Adam`` (``"adam"``), ``torch.optim.SGD`` (``"gd"``) or a library's optimizer,
-    and ``clip`` a library's gradient clipper applied before each step (:mod:`utils.training.optimizers`).
+    and ``clip`` a library's gradient clipper applied before each step
+    (:mod:`utils.training.optimizers`).
     """
 
     model: str = "mlp"
@@ -138,7 +138,8 @@ class RunResult:
     model: torch.nn.Module
     seconds: float
     spot_checks: list = field(default_factory=list)
-    """The engine against a cold solve (:meth:`~utils.curvature.tracker.CurvatureTracker.spot_checks`)."""
+    """The engine against a cold solve
+    (:meth:`~utils.curvature.tracker.CurvatureTracker.spot_checks`)."""
     excluded: list = field(default_factory=list)
     """Loss events that do not count as spikes (at the float floor, or a rise below the factor)."""
     checkpoints: dict = field(default_factory=dict)
@@ -219,8 +220,8 @@ def check_device(device: str) -> str:
 
 
 def build_data(config: RunConfig):
-    """The full training batch of ``config`` (a :class:`~utils.training.data.Dataset` with its tensors on
-    ``config.device``), or None for the quadratic, which has no data."""
+    """The full training batch of ``config`` (a :class:`~utils.training.data.Dataset` with its
+    tensors on ``config.device``), or None for the quadratic, which has no data."""
     if config.model == "quadratic":
         return None
     data = load_dataset(config.data, **{"seed": config.seed, "dtype": config.dtype,
@@ -299,10 +300,10 @@ def run(config: RunConfig, *, resume: Checkpoint | None = None, checkpoint_steps
     ``resume``: continue from a :class:`Checkpoint` (its step + 1 up to ``config.steps``),
     which reproduces the original run bit for bit. ``checkpoint_steps`` (and every
     ``checkpoint_every``-th step, and step 0) are kept in ``result.checkpoints``.
-    ``intervention`` (:class:`utils.studies.interventions.Intervention`) changes the run at the start
-    and after every optimizer step. ``spot_checks``: compare the engine with a cold solve.
-    ``signals`` (:class:`utils.training.signals.SignalRecorder`) adds its per-step columns: it is called
-    with the step's gradient before the update and with the loss of the update's batch after.
+    ``intervention`` (:class:`utils.studies.interventions.Intervention`) changes the run at the
+    start and after every optimizer step. ``spot_checks``: compare the engine with a cold solve.
+    ``signals`` (:class:`utils.training.signals.SignalRecorder`) adds its per-step columns: it is
+    called with the step's gradient before the update and with the loss of the update's batch after.
     """
     config.validate()
     check_number("checkpoint_every", checkpoint_every, low=0, integer=True)

@@ -104,7 +104,8 @@ def check_seed_run(config: RunConfig, seeds) -> list[int]:
 
 def batchable(config: RunConfig) -> bool:
     """Whether :func:`run_seeds` can train ``config``: torch's Adam, no clipper, full batch, a
-    model with data (the other runs are trained one seed at a time by :func:`utils.training.runs.run`)."""
+    model with data (the other runs are trained one seed at a time by
+    :func:`utils.training.runs.run`)."""
     return (config.optimizer == "adam" and config.clip == "none" and not config.batch_size
             and config.model != "quadratic")
 

@@ -2,8 +2,8 @@
 
     result = run(config, signals=SignalRecorder())   # adds the columns below, every step
 
-:func:`utils.training.runs.run` calls :meth:`SignalRecorder.before_update` with the step's gradient g_t
-(before ``optimizer.step()``) and :meth:`SignalRecorder.after_update` once the real
+:func:`utils.training.runs.run` calls :meth:`SignalRecorder.before_update` with the step's
+gradient g_t (before ``optimizer.step()``) and :meth:`SignalRecorder.after_update` once the real
 ``torch.optim.Adam`` has stepped. Every column of step t uses only what is known before the
 update of step t is applied (θ_t, g_t, Adam's state, the update Adam is about to take):
 
