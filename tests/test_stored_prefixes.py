@@ -2,6 +2,7 @@
 runs within a tolerance (utils.book.prefixes), also under the "another machine" switch."""
 import numpy as np
 import pytest
+import torch
 
 from utils.training.models import PERTURB_ENV
 from utils.book.prefixes import PREFIX_FILE, compute_prefix, prefix_targets, tolerance
@@ -38,7 +39,6 @@ def stored_target(stored_prefixes, target):
 
 @pytest.mark.parametrize("target", TARGETS, ids=lambda t: f"{t[0]}-{t[1]}")
 def test_the_first_steps_of_a_stored_run_recompute_within_tolerance(stored_prefixes, target):
-    torch = pytest.importorskip("torch")
     threads = torch.get_num_threads()
     torch.set_num_threads(2)       # as stored; another count rounds otherwise, within tolerance
     try:
