@@ -33,7 +33,9 @@ def test_benchmark_runs_on_tiny_settings(tmp_path, capsys):
         assert set(MODEL_KEYS) <= set(m), name
         assert m["max_rel_error_lambda_max"] < 1e-3 and m["uncertified_steps"] == 0, name
     assert set(result["monitor"]) == {"mlp", "cnn", "transformer", "lm", "lm_finite_difference"}
-    assert result["monitor_overhead"] == result["monitor"]["lm"]["overhead_ratio"] > 1
+    # a ratio of two timings: any positive number on a busy machine, so only its form is checked
+    overhead = result["monitor"]["lm"]["overhead_ratio"]
+    assert result["monitor_overhead"] == overhead and math.isfinite(overhead) and overhead > 0
     assert "ms/step" in capsys.readouterr().out
 
 
