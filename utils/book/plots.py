@@ -9,6 +9,7 @@ import numpy as np
 import seaborn as sns
 
 from utils.studies.claims import predicted_decay_growth
+from utils.studies.quadratic import decay_rate, trajectory_summary
 from utils.events.spikes import Spike
 
 LABELS = {
@@ -528,3 +529,109 @@ def plot_watched_run(events, spikes: list[Spike], alarms: dict, axes=None):
     axes[3].set_ylim(-0.7, len(alarms) - 0.3)
     axes[3].set_xlabel("step $t$")
     return axes
+
+
+def plot_quadratic_figure2(fig2: dict, gd, fit: tuple[float, float], k: int = 0):
+    """The paper's Figure 2 on our runs (starting point ``k``): (a) Adam's loss at each η and
+    GD's, (b) √v̂ at the spike's start against η with our fit and the paper's 0.021 η^1.03,
+    (c) η/√v̂ against the step with 2(1+β1)/(1−β1). ``fig2``: η -> QuadraticRuns
+    (:mod:`utils.studies.quadratic`); ``fit``: (C, p) of our fit."""
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    ax_a, ax_b, ax_c = axes
+    ax_a.semilogy(gd.steps, gd.loss[:, k], "k--", lw=1, label=f"GD η = {gd.lr:g}")
+    points = []
+    for lr in sorted(fig2, reverse=True):
+        runs = fig2[lr]
+        summary = trajectory_summary(runs, k)
+        line, = ax_a.semilogy(runs.steps, runs.loss[:, k], lw=1, label=f"Adam η = {lr:g}")
+        ax_c.semilogx(runs.steps, lr / np.sqrt(runs.v_hat[:, k]), lw=1, color=line.get_color(),
+                      label=f"η = {lr:g}")
+        points.append((lr, summary["sqrt_v_at_spike"], line.get_color()))
+    beta1 = next(iter(fig2.values())).beta1
+    limit = 2 * (1 + beta1) / (1 - beta1)
+    ax_a.set(xlabel="step $t$", ylabel=r"loss $\theta^2/2$", title="(a) loss")
+    legend(ax_a, fontsize="x-small")
+    lrs = np.array(sorted(fig2))
+    for lr, value, color in points:
+        ax_b.loglog(lr, value, "o", color=color)
+    ax_b.loglog(lrs, fit[0] * lrs ** fit[1], "k-", lw=1,
+                label=f"ours: {fit[0]:.3f} η^{fit[1]:.2f}")
+    ax_b.loglog(lrs, 0.021 * lrs ** 1.03, "k:", lw=1, label="the paper: 0.021 η^1.03")
+    ax_b.set(xlabel=r"step size $\eta$", ylabel=r"$\sqrt{\hat v_t}$ at the spike's start",
+             title=r"(b) $\sqrt{\hat v}$ at the spike")
+    legend(ax_b, fontsize="x-small")
+    ax_c.axhline(limit, color="k", ls="--", lw=1,
+                 label=rf"$2(1+\beta_1)/(1-\beta_1) = {limit:g}$ (i.e. $\lambda_{{\max}}(\hat H) = 2/\eta$)")
+    ax_c.set_yscale("log")
+    ax_c.set(xlabel="step $t$", ylabel=r"$\eta/\sqrt{\hat v_t}$", title=r"(c) $\eta/\sqrt{\hat v_t}$")
+    ax_c.set_ylim(top=ax_c.get_ylim()[1] * 30)   # room for the legend above the curves
+    legend(ax_c, fontsize="x-small", loc="upper left", ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def plot_quadratic_figure3(fig3: dict, k: int = 0):
+    """The paper's Figure 3 on our runs: for each β2 (columns), the loss and |g| (top) and
+    v̂_t with its fitted decay A α^t and λ_max(Ĥ_t) against 2/η (bottom). ``fig3``: β2 ->
+    QuadraticRuns."""
+    betas = sorted(fig3, reverse=True)
+    fig, axes = plt.subplots(2, len(betas), figsize=(6.5 * len(betas), 6.5), squeeze=False)
+    for col, beta2 in enumerate(betas):
+        runs = fig3[beta2]
+        s = trajectory_summary(runs, k)
+        top, bottom = axes[0, col], axes[1, col]
+        top.semilogy(runs.steps, runs.loss[:, k], lw=1, label="training loss")
+        top.semilogy(runs.steps, runs.grad[:, k], lw=1, color="tab:green", label=r"$|g_t|$")
+        top.set(xlabel="step $t$", title=rf"$\beta_2 = {beta2:g}$: loss and gradient")
+        v = runs.v_hat[:, k]
+        bottom.semilogy(runs.steps, v, color="tab:red", lw=1, label=r"$\hat v_t$")
+        t_min = s["t_min"]
+        first = max(1, t_min // 2)
+        alpha = decay_rate(v, first, t_min)
+        t = np.arange(first, t_min + 1)
+        if np.isfinite(alpha):
+            fit_a = v[t_min - 1] / alpha ** t_min
+            bottom.semilogy(t, fit_a * alpha ** t, "g--", lw=1.5,
+                            label=rf"fit $A\alpha^t$, $\alpha = {alpha:.3f}$")
+        bottom.set(xlabel="step $t$", ylabel=r"$\hat v_t$")
+        twin = bottom.twinx()
+        twin.semilogy(runs.steps, runs.lambda_max_pre[:, k], color="tab:blue", lw=1,
+                      label=r"$\lambda_{\max}(\hat H_t)$")
+        twin.axhline(runs.threshold, color="k", ls="--", lw=1, label=r"$2/\eta$")
+        twin.set_ylabel(r"$\lambda_{\max}(\hat H_t)$")
+        for ax in (top, bottom):
+            if np.isfinite(s["spike_start"]):
+                ax.axvline(s["spike_start"], color="tab:red", ls=":", lw=1)
+                ax.axvline(s["spike_peak"], color="tab:blue", ls=":", lw=1)
+        legend(top, fontsize="x-small")
+        handles = bottom.get_legend_handles_labels()
+        more = twin.get_legend_handles_labels()
+        bottom.legend(handles[0] + more[0], handles[1] + more[1], fontsize="x-small",
+                      loc="center right")
+    fig.tight_layout()
+    return fig
+
+
+def plot_quadratic_d2(d2: dict, k: int = 0):
+    """The paper's Figure D2 on our runs: for each (η, β1, β2) (columns), the loss (top) and
+    λ_max(Ĥ_t) against 2/η (bottom), the spike's start marked. ``d2``: setting -> QuadraticRuns."""
+    fig, axes = plt.subplots(2, len(d2), figsize=(3.4 * len(d2), 5.2), squeeze=False,
+                             sharex="col")
+    for col, (setting, runs) in enumerate(d2.items()):
+        s = trajectory_summary(runs, k)
+        top, bottom = axes[0, col], axes[1, col]
+        top.semilogy(runs.steps, runs.loss[:, k], lw=1)
+        top.set_title(r"$\eta, \beta_1, \beta_2$ = " + ", ".join(f"{x:g}" for x in setting),
+                      fontsize="small")
+        bottom.semilogy(runs.steps, runs.lambda_max_pre[:, k], lw=1, color="tab:blue",
+                        label=r"$\lambda_{\max}(\hat H_t)$")
+        bottom.axhline(runs.threshold, color="k", ls="--", lw=1, label=r"$2/\eta$")
+        bottom.set_xlabel("step $t$")
+        for ax in (top, bottom):
+            if np.isfinite(s["spike_start"]):
+                ax.axvline(s["spike_start"], color="tab:red", ls=":", lw=1)
+    axes[0, 0].set_ylabel("loss")
+    axes[1, 0].set_ylabel(r"$\lambda_{\max}(\hat H_t)$")
+    legend(axes[1, 0], fontsize="x-small")
+    fig.tight_layout()
+    return fig

@@ -134,7 +134,7 @@ class Quadratic(nn.Module):
         super().__init__()
         self.curvature = check_number("curvature", curvature, low=0, low_open=True)
         check_number("theta0", theta0)
-        self.theta = nn.Parameter(torch.tensor([float(theta0)]))
+        self.theta = nn.Parameter(torch.tensor([float(theta0)], dtype=torch.float64))  # exact θ_1
 
     def forward(self, _inputs=None):
         return 0.5 * self.curvature * (self.theta ** 2).sum()

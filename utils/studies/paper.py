@@ -1,0 +1,106 @@
+"""The paper's statements beside our measurements: one row per statement of the v1 text.
+
+A chapter's "The paper's Figure N, reproduced" section lists the statements that the paper's text
+makes about that figure (:class:`PaperStatement`), each with
+
+* the quantity behind it, measured on our default run and on each seed of our ensemble;
+* a tolerance, written in the chapter before the run, as a predicate on that quantity;
+* a verdict: *reproduced* when the tolerance holds at the seeds' median, *not reproduced*
+  otherwise; the share of seeds where it holds is shown beside it.
+
+A number that depends on the initialisation (an epoch) is compared as the quantity behind it
+(a lag, a duration), never as the same epoch. The verdict is decided on the ensemble, not on the
+default run, so it does not need a bit-identical trajectory; the default run is an illustration.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from utils.studies.ensemble import bootstrap_ci
+from utils.studies.verdicts import Verdict
+
+REPRODUCED, NOT_REPRODUCED = "reproduced", "not reproduced"
+
+
+@dataclass
+class PaperStatement:
+    """One statement of the paper's text and the quantity that tests it.
+
+    ``key``: the statement's number in the book ("2.1"); ``figure``: the paper's figure;
+    ``statement``: what the text says (v1); ``quantity``: what we measure, with units;
+    ``default``: its value on our default run; ``seeds``: its value on each seed (NaN where a
+    seed has no such event); ``tolerance``: the rule as the chapter writes it; ``holds``: the
+    rule as a predicate on one value; ``digits``: significant digits shown.
+    """
+
+    key: str
+    figure: str
+    statement: str
+    quantity: str
+    default: float
+    seeds: np.ndarray
+    tolerance: str
+    holds: Callable[[float], bool]
+    digits: int = 3
+    numbers: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.seeds = np.asarray(self.seeds, dtype=float).reshape(-1)
+
+    @property
+    def summary(self) -> tuple[float, float, float]:
+        """(median, low, high) over the seeds: the median with its 95 % bootstrap interval."""
+        return bootstrap_ci(self.seeds)
+
+    @property
+    def share(self) -> float:
+        """The share of seeds where the tolerance holds (a seed without the event fails it)."""
+        return float(np.mean([self._holds(x) for x in self.seeds])) if len(self.seeds) else math.nan
+
+    @property
+    def reproduced(self) -> bool:
+        """Whether the tolerance holds at the seeds' median."""
+        return self._holds(self.summary[0])
+
+    def _holds(self, x: float) -> bool:
+        return bool(math.isfinite(x) and self.holds(x))
+
+    def verdict(self) -> Verdict:
+        """The statement as a :class:`~utils.studies.verdicts.Verdict` named ``paper_<key>``."""
+        median, low, high = self.summary
+        return Verdict(f"paper_{self.key.replace('.', '_')}",
+                       f"(the paper, {self.figure}) {self.statement}", self.reproduced,
+                       {"default": self.default, "median": median, "ci_low": low,
+                        "ci_high": high, "share_holding": self.share, **self.numbers})
+
+
+def _fmt(x: float, digits: int) -> str:
+    if not math.isfinite(x):
+        return "–"
+    return f"{x:.{digits}g}"
+
+
+def paper_table(statements: list[PaperStatement]) -> pd.DataFrame:
+    """One row per statement: the paper's text, the quantity, our default run, our seeds'
+    median with its 95 % interval, the share of seeds where the tolerance holds, the
+    tolerance, and the verdict. Numbers are rounded to each statement's digits so that the
+    table reads the same on another machine's ensemble of the same quantities."""
+    rows = []
+    for s in statements:
+        median, low, high = s.summary
+        rows.append({
+            "#": s.key, "the paper (v1)": f"{s.figure}: {s.statement}",
+            "quantity": s.quantity,
+            "our default run": _fmt(s.default, s.digits),
+            "our seeds: median [95 % CI]": (f"{_fmt(median, s.digits)} "
+                                           f"[{_fmt(low, s.digits)}, {_fmt(high, s.digits)}]"),
+            "seeds holding": f"{int(round(s.share * len(s.seeds)))}/{len(s.seeds)}",
+            "tolerance (fixed before the run)": s.tolerance,
+            "verdict": REPRODUCED if s.reproduced else NOT_REPRODUCED,
+        })
+    return pd.DataFrame(rows).set_index("#")
