@@ -7,7 +7,7 @@ import pandas as pd
 
 from utils.book.sweeps import CACHE_DIR, Sweep, load_sweep, run_sweep
 from utils.studies.ensemble import ENSEMBLE_SHARE, JUDGED, ensemble_verdicts
-from utils.studies.settings import chapter_config
+from utils.studies.settings import chapter_evaluate, chapter_runs
 
 
 def seed_table(chapter: str, strict: bool, params: dict) -> pd.DataFrame | None:
@@ -29,10 +29,9 @@ def run_ensemble(chapter: str, params: dict, seeds=range(16), *, workers=None, o
     on Dask, into ``_build/sweeps/<chapter>_custom.csv.gz`` (or ``out``); returns the table, the
     same columns as the stored sweep's."""
     params = {k: v for k, v in params.items() if k != "output_dir"}
-    sweep = Sweep(name=f"{chapter}_custom",
-                  configs=(chapter_config(chapter, params, progress=False),),
-                  seeds=tuple(int(s) for s in seeds),
-                  evaluate=f"utils.studies.ensemble:seeds_{chapter[:2]}", seeds_per_task=4)
+    sweep = Sweep(name=f"{chapter}_custom", configs=chapter_runs(chapter, params, progress=False),
+                  seeds=tuple(int(s) for s in seeds), evaluate=chapter_evaluate(chapter),
+                  seeds_per_task=4)
     return run_sweep(sweep, workers=workers, out=out or CACHE_DIR / f"{chapter}_custom.csv.gz")
 
 

@@ -642,16 +642,16 @@ register(Sweep(
 
 
 def _register_chapter_sweeps() -> None:
-    """The seed sweeps of chapters 1-4: each chapter's default run
-    (:func:`~utils.studies.settings.chapter_config`) under seeds 0-15, one row per seed from
-    :func:`utils.studies.ensemble.seed_row`."""
-    from utils.studies.settings import SEED_CHAPTERS, chapter_config
+    """The seed sweeps of chapters 1-4: each chapter's default runs
+    (:func:`~utils.studies.settings.chapter_runs`) under seeds 0-15, one row per seed from
+    :func:`utils.studies.ensemble.seed_row` (chapter 4: :func:`utils.studies.onset.
+    figure4_rows`)."""
+    from utils.studies.settings import SEED_CHAPTERS, chapter_evaluate, chapter_runs
 
     for chapter in SEED_CHAPTERS:
         register(Sweep(
-            name=chapter, configs=(chapter_config(chapter, progress=False),),
-            seeds=tuple(range(CHAPTER_SEEDS)),
-            evaluate=f"utils.studies.ensemble:seeds_{chapter[:2]}",
+            name=chapter, configs=chapter_runs(chapter, progress=False),
+            seeds=tuple(range(CHAPTER_SEEDS)), evaluate=chapter_evaluate(chapter),
             seeds_per_task=8 if chapter in ("01_v_decay", "02_lambda_max_crossing") else 4,
             description=f"chapter {chapter[:2]}'s default run over seeds 0-{CHAPTER_SEEDS - 1}"))
 
@@ -692,14 +692,15 @@ _register_predictor_sweep()
 
 
 def _register_phase_sweep() -> None:
-    """Chapter 4's Transformer over the (δ, γ) grid of the phase chapter
-    (:func:`utils.studies.phase.transformer_configs`), seeds batched per grid point."""
+    """The book's one-layer Transformer (:data:`utils.studies.settings.TRANSFORMER`) over the
+    (δ, γ) grid of the phase chapter (:func:`utils.studies.phase.transformer_configs`), seeds
+    batched per grid point."""
     from utils.studies.phase import TRANSFORMER_SEEDS, transformer_configs
 
     register(Sweep(
         name="phase", configs=tuple(transformer_configs()), seeds=TRANSFORMER_SEEDS,
         evaluate="utils.studies.phase:phase_rows", seeds_per_task=len(TRANSFORMER_SEEDS),
-        description="chapter 4's Transformer over a 12 × 12 grid of (1 − β1, 1 − β2), 3 seeds"))
+        description="the one-layer Transformer over a 12 × 12 grid of (1 − β1, 1 − β2), 3 seeds"))
 
 
 _register_phase_sweep()

@@ -271,13 +271,18 @@ class PredictorScore:
 
 
 def score_predictor(crossings: list[Crossing], spikes: list[Spike], *,
-                    max_lead: int) -> PredictorScore:
-    """Match crossings of a predictor to spikes (see :class:`PredictorScore`)."""
+                    max_lead: int, overlap: bool = False) -> PredictorScore:
+    """Match crossings of a predictor to spikes (see :class:`PredictorScore`). With
+    ``overlap``, a crossing matches when its whole interval [start, end] meets the onset window
+    (the quantity was above the threshold at some step of the window, though it may have
+    crossed earlier): a test of a condition that holds at the onset rather than of an alarm
+    raised there."""
     check_number("max_lead", max_lead, low=0)
     hits, leads, signed = set(), [], []
     for s in spikes:
         lo, hi = onset_window(s, max_lead)
-        matching = [i for i, c in enumerate(crossings) if lo <= c.start <= hi]
+        matching = [i for i, c in enumerate(crossings)
+                    if (c.start <= hi and c.end >= lo if overlap else lo <= c.start <= hi)]
         if matching:
             hits.update(matching)
             leads.append(s.start - crossings[matching[0]].start)

@@ -11,8 +11,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from utils.events.spikes import (CROSSING_HYSTERESIS, Spike, onset_window, score_predictor,
-                                 sustained_crossings)
+from utils.events.spikes import CROSSING_HYSTERESIS, Spike, onset_window, sustained_crossings
 from utils.validation import check_number
 from utils.studies.verdicts import Verdict
 
@@ -347,81 +346,6 @@ def alignment_verdicts(result, *, n_params: int, calm_factor: float = 3.0,
                  "median_start_to_peak_max_cos": med(spike_max),
                  "spikes_with_onset_rows": int(len(onset_max))}),
     ]
-
-
-def onset_verdicts(result, *, max_lead: int = 50, min_recall: float = 0.75,
-                   min_ratio: float = 3.0,
-                   hysteresis: float = CROSSING_HYSTERESIS) -> list[Verdict]:
-    """Chapter 4: spikes start when λ_grad(Ĥ) exceeds 2/η; λ_max(Ĥ) crosses far more often.
-
-    Crossings of 2/η (the book's hysteresis) by λ_grad(Ĥ) (form B, ``lambda_grad_pre``) and by
-    λ_max(Ĥ) are scored with :func:`~utils.events.spikes.score_predictor`: a crossing matches a
-    spike when it starts in the onset window [start − ``max_lead``, start], which ends at the start.
-    ``lambda_grad_marks_onsets``: the recall of λ_grad crossings is ≥ ``min_recall``; if
-    λ_grad only crossed once the loss was rising (a consequence, not a warning), its crossings
-    would start after the start and the recall would be near 0. The signed lead of the first
-    crossing in [start − max_lead, peak] is reported (negative: after the start).
-    ``lambda_max_fires_more_often``: λ_max(Ĥ) crosses at least ``min_ratio`` times as often as
-    there are spikes; fails when each λ_max crossing comes with a spike.
-    ``lambda_grad_more_precise``: a larger share of λ_grad's crossings than of λ_max's match a
-    spike; fails when λ_grad is no more selective.
-    ``lambda_grad_beats_chance``: λ_grad's precision exceeds that of random alarms at its own
-    rate (:func:`chance_scores`; its expected recall is reported too). A signal that crosses
-    2/η often, at times unrelated to the spikes, reaches a high recall by chance and fails this.
-    """
-    threshold = 2.0 / result.config.lr
-    m = result.metrics.dropna(subset=["lambda_max_pre"])
-    spikes = [s for s in result.spikes if not s.diverged]
-    scores = {col: score_predictor(sustained_crossings(m[col], m["step"], threshold,
-                                                       hysteresis=hysteresis),
-                                   spikes, max_lead=max_lead)
-              for col in ("lambda_grad_pre", "lambda_max_pre")}
-    grad, lmax = scores["lambda_grad_pre"], scores["lambda_max_pre"]
-    ratio = lmax.n_crossings / len(spikes) if spikes else math.nan
-    chance_recall, chance_precision = chance_scores(m["step"], spikes, grad.n_crossings, max_lead)
-    return [
-        Verdict("spikes_found", "the run has spikes", len(spikes) > 0, {"spikes": len(spikes)}),
-        Verdict("lambda_grad_marks_onsets",
-                f"λ_grad(Ĥ) crosses 2/η within {max_lead} steps before the start of ≥ {min_recall:.0%} of spikes",
-                len(spikes) > 0 and grad.recall >= min_recall,
-                {"spikes_matched": grad.matched_spikes, "recall": grad.recall,
-                 "median_lead_steps": float(np.median(grad.leads)) if grad.leads else math.nan,
-                 "median_signed_lead_steps": float(np.median(grad.signed_leads))
-                 if grad.signed_leads else math.nan}),
-        Verdict("lambda_max_fires_more_often",
-                f"λ_max(Ĥ) crosses 2/η ≥ {min_ratio:g}× as often as spikes occur",
-                ratio >= min_ratio, {"lambda_max_crossings": lmax.n_crossings,
-                                     "crossings_per_spike": ratio}),
-        Verdict("lambda_grad_more_precise",
-                "a larger share of λ_grad's crossings than of λ_max's come before a spike",
-                grad.precision > lmax.precision,
-                {"precision_lambda_grad": grad.precision, "precision_lambda_max": lmax.precision,
-                 "lambda_grad_crossings": grad.n_crossings}),
-        Verdict("lambda_grad_beats_chance",
-                "λ_grad's crossings come before spikes more often than random alarms at the same rate",
-                len(spikes) > 0 and grad.precision > chance_precision,
-                {"precision_lambda_grad": grad.precision, "chance_precision": chance_precision,
-                 "recall_lambda_grad": grad.recall, "chance_recall": chance_recall}),
-    ]
-
-
-def chance_scores(steps, spikes, n_alarms: int, max_lead: int) -> tuple[float, float]:
-    """(recall, precision) expected of ``n_alarms`` alarms placed uniformly at random on the
-    measured ``steps``, scored like a predictor (onset windows [start − max_lead, start]):
-    the baseline a predictor must beat. Recall: the mean over spikes of
-    1 − (1 − w/N)^n_alarms, with w the measured steps in that spike's window and N all of them;
-    precision: the share of measured steps inside some window."""
-    steps = np.asarray(steps)
-    if not len(spikes) or not len(steps):
-        return math.nan, math.nan
-    inside = np.zeros(len(steps), dtype=bool)
-    recall = []
-    for s in spikes:
-        lo, hi = onset_window(s, max_lead)
-        window = (steps >= lo) & (steps <= hi)
-        inside |= window
-        recall.append(1 - (1 - window.mean()) ** n_alarms)
-    return float(np.mean(recall)), float(inside.mean())
 
 
 def instrument_verdict(result, *, max_error: float = 1e-3) -> Verdict:

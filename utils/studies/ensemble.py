@@ -16,8 +16,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
-from utils.studies.claims import (alignment_verdicts, crossing_verdicts, onset_verdicts,
-                                  v_decay_verdicts)
+from utils.studies.claims import alignment_verdicts, crossing_verdicts, v_decay_verdicts
 from utils.training.runs import find_events, parameter_count
 from utils.events.spikes import CROSSING_HYSTERESIS, HYSTERESES, SPIKE_FACTOR, SPIKE_FACTORS
 from utils.studies.verdicts import Verdict
@@ -31,11 +30,10 @@ JUDGED = {
                    "lambda_H_flat_below_threshold"),
     "02_lambda_max_crossing": ("crossing_precedes_every_spike", "raw_curvature_below"),
     "03_gradient_alignment": ("calm_as_unaligned_as_chance", "onset_alignment_large"),
-    "04_spike_onset": ("lambda_grad_marks_onsets", "lambda_max_fires_more_often",
-                       "lambda_grad_more_precise", "lambda_grad_beats_chance"),
 }
 """The verdicts of each chapter that are judged over seeds (preconditions such as
-"the run has spikes" are not)."""
+"the run has spikes" are not). Chapter 4 judges the paper's statements about its Figure 4
+instead (:mod:`utils.studies.onset`)."""
 
 
 def chapter_verdicts(chapter: str, result, hysteresis: float = CROSSING_HYSTERESIS) -> list[Verdict]:
@@ -46,8 +44,6 @@ def chapter_verdicts(chapter: str, result, hysteresis: float = CROSSING_HYSTERES
         return crossing_verdicts(result, hysteresis=hysteresis)
     if chapter == "03_gradient_alignment":   # no crossing in these verdicts
         return alignment_verdicts(result, n_params=parameter_count(result.config))
-    if chapter == "04_spike_onset":
-        return onset_verdicts(result, hysteresis=hysteresis)
     raise ValueError(f"chapter must be one of {list(JUDGED)}, got {chapter!r}")
 
 
@@ -104,11 +100,6 @@ def seeds_02(results):
 def seeds_03(results):
     """Sweep rows of chapter 3."""
     return [seed_row("03_gradient_alignment", r) for r in results]
-
-
-def seeds_04(results):
-    """Sweep rows of chapter 4."""
-    return [seed_row("04_spike_onset", r) for r in results]
 
 
 def bootstrap_ci(values, statistic=np.median, level: float = 0.95,

@@ -303,8 +303,9 @@ def run_branches(base: RunResult, fork: int, until: int, seed: int = 0,
     return (rows, results) if keep else rows
 
 
-INTERVENTION_CHAPTERS = ("01_v_decay", "03_gradient_alignment", "04_spike_onset")
-"""The architectures forked: chapter 1's MLP, chapter 3's CNN and chapter 4's Transformer."""
+INTERVENTION_CHAPTERS = ("01_v_decay", "03_gradient_alignment", "transformer_mod11")
+"""The architectures forked: chapter 1's MLP, chapter 3's CNN and the book's one-layer Transformer
+(:data:`utils.studies.settings.TRANSFORMER`)."""
 FORKED_SPIKES = {"mlp": 2, "cnn": 1, "transformer": 1}
 """Spikes forked per seed (the first ones preceded by a crossing), set by the sweep's budget
 of 20 min on 2 cores: a fork of the CNN or the Transformer costs about 10 s of six branches."""

@@ -1,7 +1,7 @@
 """What removes the spikes, and at what cost: the runs, tables and verdicts of chapter 7.
 
 The sweep ``mitigations`` trains every method of :data:`METHODS` on chapter 1's MLP, chapter
-3's CNN and chapter 4's Transformer (:data:`ARCHITECTURES`, each at its chapter's default run)
+3's CNN and the book's one-layer Transformer (:data:`ARCHITECTURES`, each at its default run)
 under seeds 0-9, one row per (architecture, method, seed) (:func:`mitigation_rows`). The
 methods are Adam itself, Adam with a larger ε or a smaller β2 (``torch.optim.Adam``), and the
 libraries' optimizers and clipper (:mod:`utils.training.optimizers`): StableAdamW, SPAM, ZClip in
@@ -35,7 +35,7 @@ import pandas as pd
 from utils.curvature.adam_state import momentum_factor
 
 ARCHITECTURES = {"mlp": "01_v_decay", "cnn": "03_gradient_alignment",
-                 "transformer": "04_spike_onset"}
+                 "transformer": "transformer_mod11"}
 """Architecture -> the chapter whose default run (model, data, η, steps) it trains."""
 MITIGATION_SEEDS = tuple(range(10))
 TRACK_EVERY = 25

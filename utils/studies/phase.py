@@ -204,11 +204,11 @@ TRANSFORMER_SEEDS = (0, 1, 2)
 
 
 def transformer_config(delta: float, gamma: float, steps: int = TRANSFORMER_STEPS):
-    """Chapter 4's Transformer at β1 = 1 − δ, β2 = 1 − γ, untracked (the grid needs the loss
-    only), for ``steps`` steps."""
-    from utils.studies.settings import chapter_config
+    """The book's one-layer Transformer (:data:`utils.studies.settings.TRANSFORMER`) at
+    β1 = 1 − δ, β2 = 1 − γ, untracked (the grid needs the loss only), for ``steps`` steps."""
+    from utils.studies.settings import TRANSFORMER, chapter_config
 
-    return chapter_config("04_spike_onset", beta1=1 - float(delta), beta2=1 - float(gamma),
+    return chapter_config(TRANSFORMER, beta1=1 - float(delta), beta2=1 - float(gamma),
                           steps=steps, track_every=0, measure=(), progress=False)
 
 

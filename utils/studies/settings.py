@@ -4,6 +4,11 @@ The defaults are read from the chapter's own ``parameters`` cell in ``notebooks/
 papermill's notebook inspection), so the committed cell is the one place they are written. The
 studies (interventions, predictors, mitigations, phase) build their runs on these configs, and so
 do the chapter sweeps, the benchmark and the tests.
+
+One setting is not a chapter's any more: :data:`TRANSFORMER`, the one-layer Transformer on
+(a + b) mod 11 that chapters 5-8 study. It was chapter 4's run until chapter 4 moved to the
+paper's own Figure 4; its parameters are frozen in :data:`FROZEN_PARAMETERS`, so the stored
+sweeps of chapters 5-8 still describe the runs their configs name.
 """
 from __future__ import annotations
 
@@ -38,8 +43,24 @@ def chapter_defaults(chapter: str) -> dict:
     return {name: ast.literal_eval(p["default"]) for name, p in inspect_parameters(chapter).items()}
 
 
+TRANSFORMER = "transformer_mod11"
+"""The name of the frozen Transformer setting of chapters 5-8 (module docstring)."""
+FROZEN_PARAMETERS = {TRANSFORMER: dict(
+    d_model=16, n_heads=2, n_layers=1, modulus=11, lr=0.03, beta1=0.9, beta2=0.999, eps=1e-8,
+    steps=1500, seed=0, track_every=3, dtype="float64")}
+"""Settings whose parameters live here rather than in a chapter's parameters cell."""
+
+
+def setting_defaults(setting: str) -> dict:
+    """The parameters of a chapter (its parameters cell) or of a frozen setting."""
+    if setting in FROZEN_PARAMETERS:
+        return dict(FROZEN_PARAMETERS[setting])
+    return chapter_defaults(setting)
+
+
 def chapter_config(chapter: str, params: dict | None = None, **overrides):
-    """The :class:`~utils.training.runs.RunConfig` of a chapter's run (chapters 1-4) from its
+    """The :class:`~utils.training.runs.RunConfig` of a chapter's run (chapters 1-4, or the
+    frozen :data:`TRANSFORMER`) from its
     parameters (``params``: the notebook's values, as :func:`utils.book.chapters.chapter_parameters`
     returns them; default: the chapter's defaults), with ``overrides`` applied. The notebooks, the
     seed sweeps, the benchmark and the engine's tests all build their runs here."""
@@ -47,7 +68,7 @@ def chapter_config(chapter: str, params: dict | None = None, **overrides):
 
     from utils.training.runs import RunConfig
 
-    p = {**chapter_defaults(chapter), **(params or {})}
+    p = {**setting_defaults(chapter), **(params or {})}
     common = dict(lr=p["lr"], beta1=p["beta1"], beta2=p["beta2"], eps=p["eps"], steps=p["steps"],
                   seed=p["seed"], track_every=p["track_every"], dtype=p["dtype"])
     if chapter == "01_v_decay":
@@ -67,7 +88,14 @@ def chapter_config(chapter: str, params: dict | None = None, **overrides):
                                                           activation=p["activation"]),
                            data="digits", data_kwargs=dict(n_images=p["n_images"]), **common,
                            measure=("lambda_max_pre", "alignment", "lambda_grad"))
-    elif chapter == "04_spike_onset":
+    elif chapter == "04_spike_onset":   # the paper's Figure 4 (c, d): Adam
+        config = RunConfig(model="mlp", model_kwargs=dict(width=p["width"], depth=1,
+                                                          activation="tanh",
+                                                          init_exponent=p["init_exponent"]),
+                           data="sin", data_kwargs=dict(n_points=p["n_points"]), **common,
+                           spike_factor=p["spike_factor"], spike_window=p["spike_window"],
+                           measure=("lambda_max_pre", "lambda_grad"))
+    elif chapter == TRANSFORMER:
         config = RunConfig(model="transformer",
                            model_kwargs=dict(d_model=p["d_model"], n_heads=p["n_heads"],
                                              n_layers=p["n_layers"]),
@@ -78,6 +106,39 @@ def chapter_config(chapter: str, params: dict | None = None, **overrides):
     return replace(config, **overrides)
 
 
+def figure4_gd_config(params: dict | None = None, **overrides):
+    """Chapter 4's second run, the paper's Figure 4 (a, b): gradient descent on the same task
+    with its own width, initialisation, η and length (the ``gd_*`` parameters), measuring
+    λ_max(H) and λ_grad(H) (with D = I and c = 1, the tracker's λ_grad is the raw one)."""
+    from dataclasses import replace
+
+    p = {**chapter_defaults("04_spike_onset"), **(params or {})}
+    adam = chapter_config("04_spike_onset", p)
+    config = replace(adam, optimizer="gd", lr=p["gd_lr"], steps=p["gd_steps"],
+                     model_kwargs={**adam.model_kwargs, "width": p["gd_width"],
+                                   "init_exponent": p["gd_init_exponent"]},
+                     measure=("lambda_max_H", "lambda_grad"))
+    return replace(config, **overrides)
+
+
 SEED_CHAPTERS = ("01_v_decay", "02_lambda_max_crossing", "03_gradient_alignment",
                  "04_spike_onset")
 """The chapters whose claim is judged over seeds (their runs come from :func:`chapter_config`)."""
+
+
+def chapter_runs(chapter: str, params: dict | None = None, **overrides) -> tuple:
+    """The configs a chapter's seed sweep repeats under ``params``: its run, and for chapter 4
+    both of the paper's Figure 4 runs (Adam, then gradient descent)."""
+    if chapter == "04_spike_onset":
+        return (chapter_config(chapter, params, **overrides),
+                figure4_gd_config(params, **overrides))
+    return (chapter_config(chapter, params, **overrides),)
+
+
+def chapter_evaluate(chapter: str) -> str:
+    """The evaluate function (``module:function``) of a chapter's seed sweep."""
+    if chapter not in SEED_CHAPTERS:
+        raise ValueError(f"chapter must be one of {list(SEED_CHAPTERS)}, got {chapter!r}")
+    if chapter == "04_spike_onset":
+        return "utils.studies.onset:figure4_rows"
+    return f"utils.studies.ensemble:seeds_{chapter[:2]}"

@@ -31,10 +31,13 @@ ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiL
 
 
 class MLP(nn.Module):
-    """x (batch, in_dim) -> (batch, out_dim); ``depth`` hidden layers of ``width`` units."""
+    """x (batch, in_dim) -> (batch, out_dim); ``depth`` hidden layers of ``width`` units.
+
+    ``init_exponent`` None: PyTorch's default initialisation; a number γ: every parameter drawn
+    from N(0, σ²) with σ = width^(−γ), as the paper initialises its fully connected networks."""
 
     def __init__(self, in_dim: int, out_dim: int, width: int = 100, depth: int = 1,
-                 activation: str = "tanh"):
+                 activation: str = "tanh", init_exponent: float | None = None):
         super().__init__()
         check_number("in_dim", in_dim, low=1, integer=True)
         check_number("out_dim", out_dim, low=1, integer=True)
@@ -47,6 +50,14 @@ class MLP(nn.Module):
             d = width
         layers.append(nn.Linear(d, out_dim))
         self.net = nn.Sequential(*layers)
+        if init_exponent is not None:
+            # the paper's initialisation (Appendix E): every weight and bias ~ N(0, σ²) with
+            # σ = width^(−init_exponent): 0.4 and 1 in its Figure 4, 0.5 (variance 1/m) in Figure 5
+            check_number("init_exponent", init_exponent, low=0, high=4)
+            std = float(width) ** -float(init_exponent)
+            with torch.no_grad():
+                for p in self.parameters():
+                    p.normal_(0.0, std)
 
     def forward(self, x):
         return self.net(x)
