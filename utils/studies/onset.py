@@ -79,7 +79,8 @@ def chance_precision(crossings: list[Crossing], spikes, first: int, last: int,
 
 
 def onset_summary(result) -> dict:
-    """One run of Figure 4 read by the module's rules: ``n_spikes``; for each quantity of
+    """One run of Figure 4 read by the module's rules: ``n_spikes``, ``uncertified_steps``
+    (tracked λ_max that the solver could not certify); for each quantity of
     :data:`COLUMNS` its crossings (``n_<q>_crossings``), ``recall_<q>`` and
     ``precision_<q>``; λ_grad's ``chance_precision_grad``; and, from the first λ_max crossing,
     ``first_max_crossing``, ``gap_to_spike`` (steps to the next spike's start, to the run's
@@ -87,8 +88,10 @@ def onset_summary(result) -> dict:
     that gap over the loss at the crossing)."""
     m, spikes, lr = result.metrics, list(result.spikes), result.config.lr
     threshold = 2.0 / lr
+    certificates = m["eig_certificate"] if "eig_certificate" in m else pd.Series(dtype=object)
     out = {"optimizer": result.config.optimizer, "n_spikes": len(spikes),
-           "diverged": result.diverged_at is not None}
+           "diverged": result.diverged_at is not None,
+           "uncertified_steps": int((certificates == "none").sum())}
     crossings = {}
     for q, columns in COLUMNS.items():
         column = next((c for c in columns if c in m and m[c].notna().any()), None)
