@@ -9,6 +9,7 @@ import numpy as np
 import seaborn as sns
 
 from utils.studies.claims import predicted_decay_growth
+from utils.studies.onset import onset_summary
 from utils.studies.quadratic import decay_rate, trajectory_summary
 from utils.events.spikes import Spike
 
@@ -633,5 +634,35 @@ def plot_quadratic_d2(d2: dict, k: int = 0):
     axes[0, 0].set_ylabel("loss")
     axes[1, 0].set_ylabel(r"$\lambda_{\max}(\hat H_t)$")
     legend(axes[1, 0], fontsize="x-small")
+    fig.tight_layout()
+    return fig
+
+
+def plot_figure4(adam, gd):
+    """The paper's Figure 4 on our runs: gradient descent's loss (a) and λ_max(H), λ_grad(H)
+    against 2/η (b); Adam's loss (c) and λ_max(Ĥ), λ_grad(Ĥ) in the paper's form (A) against
+    2/η (d). Spikes shaded from start to peak; the first λ_max crossing after the warm-up
+    marked. ``adam``, ``gd``: :class:`~utils.training.runs.RunResult`."""
+    fig, axes = plt.subplots(2, 2, figsize=(11, 6.2), sharex="col")
+    panels = ((gd, ("lambda_max_H", "lambda_grad_pre_a"), "GD", ("(a)", "(b)")),
+              (adam, ("lambda_max_pre", "lambda_grad_pre_a"), "Adam", ("(c)", "(d)")))
+    for col, (result, columns, name, letters) in enumerate(panels):
+        top, bottom = axes[0, col], axes[1, col]
+        lr = result.config.lr
+        plot_loss(result.metrics, result.spikes, ax=top, label="training loss")
+        top.set_title(f"{letters[0]} {name} (η = {lr:g}): loss")
+        labels = {"lambda_grad_pre_a": r"$\lambda_{\rm grad}$" + (r"$(\hat H)$" if name == "Adam"
+                                                                   else "$(H)$")}
+        m = result.metrics.rename(columns={c: labels.get(c, c) for c in columns})
+        plot_curvature(m, lr, columns=[labels.get(c, c) for c in columns],
+                       spikes=result.spikes, ax=bottom, log=name == "Adam")
+        first = onset_summary(result)["first_max_crossing"]
+        for ax in (top, bottom):
+            if np.isfinite(first):
+                ax.axvline(first, color="tab:purple", ls=":", lw=1.2,
+                           label=r"$\lambda_{\max}$ first above $2/\eta$" if ax is top else None)
+        legend(top, loc="best", fontsize="x-small")
+        bottom.set_title(f"{letters[1]} {name}: curvature")
+        bottom.set_ylabel("eigenvalue")
     fig.tight_layout()
     return fig

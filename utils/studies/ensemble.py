@@ -34,6 +34,10 @@ JUDGED = {
 """The verdicts of each chapter that are judged over seeds (preconditions such as
 "the run has spikes" are not). Chapter 4 judges the paper's statements about its Figure 4
 instead (:mod:`utils.studies.onset`)."""
+BEYOND_THE_PAPER = ("calm_as_unaligned_as_chance", "raw_curvature_below")
+"""Judged verdicts that test a stricter reading than the paper's text: calm alignment as low as
+a random direction's (the paper says only that alignment rises at the spike), and λ_max(H) below
+2/η at every measured step, inside spikes too (the paper: it stays below before the spike)."""
 
 
 def chapter_verdicts(chapter: str, result, hysteresis: float = CROSSING_HYSTERESIS) -> list[Verdict]:
