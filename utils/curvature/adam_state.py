@@ -137,6 +137,20 @@ def decoupling_statistics(g: torch.Tensor, v_prev: torch.Tensor, v_new: torch.Te
     return {**out, "v_ratio_median": median, "v_ratio_q10": q10, "v_ratio_q90": q90}
 
 
+def v_hat_norms(v_hat: torch.Tensor, blocks: dict[str, int]) -> dict[str, float]:
+    """‖√v̂‖₂ over all coordinates (``sqrt_v_hat_norm``, the scale the paper sets beside ‖g‖)
+    and ‖v̂‖₂ of each parameter tensor (``v_hat_norm.<name>``, the paper's per-block decay).
+    ``v_hat``: flat (n,) in parameter order; ``blocks``: name -> number of coordinates, in the
+    same order, summing to n."""
+    if sum(blocks.values()) != v_hat.numel():
+        raise ValueError(f"blocks must cover v_hat's {v_hat.numel()} coordinates, "
+                         f"got {sum(blocks.values())}")
+    out = {"sqrt_v_hat_norm": float(v_hat.clamp_min(0).sum().sqrt())}
+    for name, chunk in zip(blocks, v_hat.split(list(blocks.values()))):
+        out[f"v_hat_norm.{name}"] = float(chunk.norm())
+    return out
+
+
 QUANTILES = (0.1, 0.5, 0.9)
 
 

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from utils.curvature.preconditioned import curvatures_along_gradient
+from utils.curvature.preconditioned import curvature_along_update, curvatures_along_gradient
 from utils.validation import check_number
 
 BIG = 1e300
@@ -59,6 +59,9 @@ class StepCurvature:
     NaN with ``block`` = 1). lambda_max_H, residual_H: the same for H when tracked (else None).
     lambda_grad_H (NaN unless H g was computed), lambda_grad_pre_a, lambda_grad_pre: the
     gradient-directional curvatures. cos_grad_top, cos_grad_top_sym: the alignment cosines.
+    lambda_update_pre: λ_update(Ĥ) = uᵀĤu/‖u‖² along Adam's update u (NaN unless ``update``
+    was given). cos_top_consecutive: |cos| between this step's top right-eigenvector of Ĥ and
+    the previous step's (NaN at the first step).
     hvps: Hessian-vector products this step, summed over seeds (one product on the stacked
     model counts K). rounds: batched passes this step. converged: λ_max(Ĥ)'s relative residual
     is within ``tol`` (the step is certified). checked: a cold start ran this step. corrected:
@@ -83,6 +86,8 @@ class StepCurvature:
     lambda_max_H: torch.Tensor | None = None
     residual_H: torch.Tensor | None = None
     converged_H: torch.Tensor | None = None
+    lambda_update_pre: torch.Tensor | None = None
+    cos_top_consecutive: torch.Tensor | None = None
 
 
 def single_model(hessian):
@@ -208,6 +213,8 @@ class TrackingEngine:
         self.steps = 0
         self.vectors: dict[str, torch.Tensor] = {}
         """The block of each track ("pre": S, "H": H), (K, block, n): the next warm start."""
+        self.right: torch.Tensor | None = None
+        """The last step's unit top right-eigenvectors of Ĥ, (K, n)."""
 
     def _random(self, shape, like):
         gen = torch.Generator().manual_seed(self.seed + 7919 * self.steps)
@@ -223,11 +230,13 @@ class TrackingEngine:
         return x if bool(usable.all()) else torch.where(usable, x, self._random(shape, like))
 
     def step(self, apply_h, gradient: torch.Tensor, d: torch.Tensor | None,
-             c: torch.Tensor | float = 1.0) -> StepCurvature:
+             c: torch.Tensor | float = 1.0, update: torch.Tensor | None = None) -> StepCurvature:
         """Measure one step.
 
         apply_h: V (m, K, n) -> H V (m, K, n), one batched pass. gradient: g, (K, n).
         d: the diagonal of D, (K, n) (None: D = I). c: c_t > 0, a float or (K,).
+        update: Adam's update direction u = m̂/(√v̂ + ε), (K, n), for λ_update(Ĥ) (one more
+        product, in the first pass), or None.
         The scalar results are float64 CPU tensors of shape (K,); the vectors are like g.
         """
         g = gradient
@@ -254,12 +263,17 @@ class TrackingEngine:
         # and H s x for every vector x of every track's block.
         head = [g] if d is None else [g, dg] if self.raw_gradient else [dg]
         hdg_at, hg_at = len(head) - 1, (0 if d is None or self.raw_gradient else None)
+        hu_at = None
+        if update is not None:
+            head, hu_at = head + [update.to(g)], len(head)
         blocks = [x if tracks[k].scale is None else tracks[k].scale.unsqueeze(1) * x
                   for k, x in starts.items()]  # each (K, b, n)
         out = apply_h(torch.cat([torch.stack(head)] + [x.transpose(0, 1) for x in blocks]))
         hvps, rounds = out.shape[0] * K, 1
         lam_grad = curvatures_along_gradient(g, dg, None if hg_at is None else out[hg_at],
                                              out[hdg_at], c)
+        lam_update = (None if hu_at is None else
+                      curvature_along_update(update.to(g), out[hu_at], d, c))
 
         at = len(head)
         for key, track in tracks.items():
@@ -288,6 +302,7 @@ class TrackingEngine:
                 tracks[key].refine(w, tracks[key].image(out[at:at + m]))
                 at += m
 
+        previous_right = self.right
         corrected = np.zeros(K, dtype=bool)
         for key in [k for k in tracks if not k.endswith(":cold")]:
             track, cold = tracks[key], tracks.get(key + ":cold")
@@ -317,10 +332,16 @@ class TrackingEngine:
         def tensor(a):
             return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64))
 
+        right_unit = right / torch.from_numpy(np.maximum(right_norm, 1e-300)).to(right)[:, None]
+        self.right = right_unit
+        consecutive = (np.full(K, np.nan) if previous_right is None
+                       or previous_right.shape != right_unit.shape else
+                       (previous_right * right_unit).sum(-1).abs().to(torch.float64).cpu().numpy())
+
         raw = tracks.get("H")
         return StepCurvature(
             lambda_max_pre=tensor(c * theta), residual_pre=tensor(res), vector_pre=u,
-            right_vector_pre=right / torch.from_numpy(np.maximum(right_norm, 1e-300)).to(right)[:, None],
+            right_vector_pre=right_unit,
             second_pre=tensor(c * second),
             **{k: tensor(v) for k, v in lam_grad.items()},
             cos_grad_top=tensor(cos_top), cos_grad_top_sym=tensor(cos_sym),
@@ -328,4 +349,6 @@ class TrackingEngine:
             corrected=torch.from_numpy(corrected),
             lambda_max_H=None if raw is None else tensor(raw.theta[:, 0]),
             residual_H=None if raw is None else tensor(raw.rel[:, 0]),
-            converged_H=None if raw is None else tensor(raw.rel[:, 0]) <= self.tol)
+            converged_H=None if raw is None else tensor(raw.rel[:, 0]) <= self.tol,
+            lambda_update_pre=None if lam_update is None else tensor(lam_update),
+            cos_top_consecutive=tensor(consecutive))

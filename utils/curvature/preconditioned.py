@@ -228,6 +228,22 @@ def curvatures_along_gradient(g, dg, hg, hdg, c) -> dict[str, np.ndarray]:
                 "lambda_grad_pre": np.where(ok, c * dghdg / gdg, np.nan)}
 
 
+def curvature_along_update(u, hu, d, c) -> np.ndarray:
+    """λ_update(Ĥ) = uᵀĤu/‖u‖² = c uᵀ D H u/‖u‖², the paper's curvature along Adam's update
+    u = m̂/(√v̂ + ε) (v1, §5.1), from u and the product H u.
+
+    Vectors have shape (..., n); ``d`` is D's diagonal (None: D = I); ``c`` a float or an array
+    of the leading shape. A float64 NumPy array of the leading shape; NaN where u = 0 or is not
+    finite."""
+    du = u if d is None else d.to(u) * u
+    uu = (u * u).sum(-1).to(torch.float64).cpu().numpy()
+    uhu = (du * hu).sum(-1).to(torch.float64).cpu().numpy()
+    c = np.asarray(c, dtype=np.float64)
+    ok = (uu > 0) & np.isfinite(uu)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(ok, c * uhu / uu, np.nan)
+
+
 def alignment(gradient: torch.Tensor, top: EigenResult,
               operator: PreconditionedHessian) -> dict[str, float]:
     """How far the gradient g points along the top eigendirection of Ĥ.

@@ -14,26 +14,31 @@ import math
 import numpy as np
 import torch
 
-from utils.curvature.adam_state import AdamState, decoupling_statistics
+from utils.curvature.adam_state import AdamState, decoupling_statistics, v_hat_norms
 from utils.curvature.preconditioned import (DENSE_BELOW, SOLVERS, EigenResult,
-                                            PreconditionedHessian, alignment, gradient_curvatures,
+                                            PreconditionedHessian, alignment,
+                                            curvature_along_update, gradient_curvatures,
                                             top_eigenpair)
 from utils.curvature.engine import StepCurvature, TrackingEngine, single_model
 from utils.curvature.hvp import LossHessian, unflatten
 from utils.validation import check_choice, check_number
 
 MEASUREMENTS = ("lambda_max_H", "lambda_max_pre", "lambda_grad", "lambda_grad_H", "alignment",
-                "decoupling")
+                "decoupling", "lambda_update", "v_norms")
 """What the tracker can measure; ``alignment`` needs ``lambda_max_pre``. ``lambda_grad`` is
 λ_grad(Ĥ) in forms (A) and (B) (one product, H D g); ``lambda_grad_H``, the raw λ_grad(H), costs
-one more product (H g) unless ``lambda_max_H`` is tracked too."""
+one more product (H g) unless ``lambda_max_H`` is tracked too. ``lambda_update`` is the paper's
+λ_update(Ĥ) = uᵀĤu/‖u‖² along Adam's update u = m̂/(√v̂ + ε) (one more product);
+``v_norms``, ‖√v̂‖ and each parameter tensor's ‖v̂‖ (:func:`~utils.curvature.adam_state.
+v_hat_norms`). ``alignment`` also gives ``cos_top_consecutive``, the |cos| between consecutive
+tracked top right-eigenvectors of Ĥ."""
 CERTIFICATES = ("residual", "residual+cold start", "dense", "none")
 """How a tracked λ_max(Ĥ) is certified (the ``eig_certificate`` column): ``residual``, its
 relative residual is within the tolerance (the warm block's top Ritz pair); ``residual+cold
 start``, the same, at a step where a cold start from random vectors also ran and joined the
 block; ``dense``, the dense eigendecomposition (tiny models); ``none``, not certified (the
 solver stopped at its round cap): the value is reported, and counted, but not trusted."""
-PRECONDITIONED = ("lambda_max_pre", "alignment", "decoupling")
+PRECONDITIONED = ("lambda_max_pre", "alignment", "decoupling", "lambda_update", "v_norms")
 TRACKER_SOLVERS = ("engine", *SOLVERS)
 """``"engine"``: :class:`~utils.curvature.engine.TrackingEngine` (batched, warm-started LOBPCG
 rounds, the default); the others solve each quantity separately with
@@ -102,12 +107,16 @@ class CurvatureTracker:
             return {"hvps": 0}
         d = None if state is None else state.preconditioner
         c = 1.0 if state is None else state.c
+        update = (state.m_hat * d if "lambda_update" in self.measure_set and state is not None
+                  else None)
         if self.solver == "engine" and hessian.n >= ENGINE_MIN_PARAMETERS:
-            row.update(self._measure_with_engine(hessian, d, c))
+            row.update(self._measure_with_engine(hessian, d, c, update))
         else:
-            row.update(self._measure_separately(hessian, d, c))
+            row.update(self._measure_separately(hessian, d, c, update))
         if "decoupling" in self.measure_set and state is not None and v_prev is not None:
             row.update(decoupling_statistics(hessian.gradient, v_prev, state.v))
+        if "v_norms" in self.measure_set and state is not None:
+            row.update(v_hat_norms(state.v_hat, {k: p.numel() for k, p in hessian.theta.items()}))
         row["hvps"] = hessian.n_hvps - start
         if step is not None and math.isfinite(row.get("lambda_max_pre", math.nan)):
             self._snapshot(step, hessian, d, c, row["lambda_max_pre"])
@@ -163,13 +172,17 @@ class CurvatureTracker:
         names, shapes = self._layout
         return dict(zip(names, unflatten(theta, shapes)))
 
-    def _measure_with_engine(self, hessian: LossHessian, d, c) -> dict:
+    def _measure_with_engine(self, hessian: LossHessian, d, c, update=None) -> dict:
         out = self.engine.step(single_model(hessian), hessian.gradient[None],
-                               None if d is None else d[None], c)
+                               None if d is None else d[None], c,
+                               update=None if update is None else update[None])
         return {k: v[0] for k, v in engine_columns(out, self.measure_set).items()}
 
-    def _measure_separately(self, hessian: LossHessian, d, c) -> dict:
+    def _measure_separately(self, hessian: LossHessian, d, c, update=None) -> dict:
         row = {}
+        if update is not None:
+            hu = hessian.matmat(update[None])[0]
+            row["lambda_update_pre"] = float(curvature_along_update(update, hu, d, c))
         if "lambda_max_H" in self.measure_set:
             res = self._solve("H", PreconditionedHessian(hessian))
             row.update(lambda_max_H=res.value, eig_residual_H=res.residual)
@@ -204,7 +217,10 @@ def engine_columns(out: StepCurvature, measure) -> dict[str, list]:
                     eig_second_pre=out.second_pre,
                     eig_corrected=out.corrected.to(out.lambda_max_pre.dtype))
     if "alignment" in measure:
-        cols.update(cos_grad_top=out.cos_grad_top, cos_grad_top_sym=out.cos_grad_top_sym)
+        cols.update(cos_grad_top=out.cos_grad_top, cos_grad_top_sym=out.cos_grad_top_sym,
+                    cos_top_consecutive=out.cos_top_consecutive)
+    if "lambda_update" in measure and out.lambda_update_pre is not None:
+        cols.update(lambda_update_pre=out.lambda_update_pre)
     if "lambda_grad" in measure:
         cols.update(lambda_grad_pre_a=out.lambda_grad_pre_a, lambda_grad_pre=out.lambda_grad_pre)
     if "lambda_grad_H" in measure:

@@ -66,6 +66,28 @@ def teacher_regression(n_points: int = 500, dim: int = 50, teacher_width: int = 
                     "teacher_width": teacher_width, "noise": noise})
 
 
+def quadratic_target(n_points: int = 200, dim: int = 50, noise: float = 0.1, seed: int = 0,
+                     dtype="float64") -> Dataset:
+    """The paper's 50-dimensional task (v1, Appendix E, its Figure 5): y = w*ᵀx + xᵀdiag(v*)x
+    plus Gaussian noise of std ``noise``, at N inputs x ~ N(0, I_dim).
+
+    The paper does not say how w* and v* are drawn; here both are N(0, I/dim), so that each
+    term has a variance of order 1. inputs (N, dim), targets (N, 1).
+    """
+    check_number("n_points", n_points, low=1, integer=True)
+    check_number("dim", dim, low=1, integer=True)
+    check_number("noise", noise, low=0)
+    rng = np.random.default_rng(check_number("seed", seed, low=0, integer=True))
+    w = rng.standard_normal(dim) / math.sqrt(dim)
+    v = rng.standard_normal(dim) / math.sqrt(dim)
+    x = rng.standard_normal((n_points, dim))
+    y = (x @ w + (x ** 2) @ v + noise * rng.standard_normal(n_points))[:, None]
+    dt = resolve_dtype(dtype)
+    return Dataset(torch.tensor(x, dtype=dt), torch.tensor(y, dtype=dt),
+                   {"name": "quadratic_target", "n_points": n_points, "dim": dim,
+                    "noise": noise})
+
+
 def digits(n_images: int = 128, seed: int = 0, dtype="float64") -> Dataset:
     """scikit-learn's 8×8 digits: ``n_images`` drawn without replacement under ``seed``.
 
@@ -98,7 +120,8 @@ def modular_addition(modulus: int = 11, dtype="float64") -> Dataset:
                           "vocab_size": modulus + 1, "seq_len": 3})
 
 
-DATASETS = {"sin": sin_regression, "teacher": teacher_regression, "digits": digits,
+DATASETS = {"sin": sin_regression, "teacher": teacher_regression,
+            "quadratic_target": quadratic_target, "digits": digits,
             "modular_addition": modular_addition}
 
 

@@ -22,7 +22,7 @@ import torch
 from torch.func import functional_call, stack_module_state, vmap
 from tqdm import tqdm
 
-from utils.curvature.adam_state import decoupling_statistics, read_adam_state
+from utils.curvature.adam_state import decoupling_statistics, read_adam_state, v_hat_norms
 from utils.curvature.engine import TrackingEngine
 from utils.training.losses import mse
 from utils.training.runs import (RunConfig, RunResult, build_data, build_model_for, find_events,
@@ -38,6 +38,8 @@ class SeedLayout:
         self.K = next(iter(stacked.values())).shape[0]
         self.sizes = [p[0].numel() for p in stacked.values()]
         self.n = sum(self.sizes)
+        self.blocks = dict(zip(stacked, self.sizes))
+        """One model's parameter tensors: name -> size, in the seed-major rows' order."""
 
     def to_seeds(self, flat: torch.Tensor) -> torch.Tensor:
         """(..., K·n) in stacked-parameter order -> (..., K, n)."""
@@ -167,11 +169,17 @@ def run_seeds(config: RunConfig, seeds) -> list[RunResult]:
         if tracked:
             state = read_adam_state(opt)
             d = layout.to_seeds(state.preconditioner)
+            update = (layout.to_seeds(state.m_hat * state.preconditioner)
+                      if "lambda_update" in measure else None)
             # products one pass each: a batched pass would nest a second vmap in the vmapped loss
             out = engine.step(lambda v: layout.to_seeds(hessian.matmat(layout.from_seeds(v),
                                                                        batched=False)),
-                              g, d, state.c)
+                              g, d, state.c, update=update)
             measured = _per_seed_columns(out, measure, g, v_prev, layout.to_seeds(state.v))
+            if "v_norms" in measure:
+                v_hat = layout.to_seeds(state.v_hat)
+                norms = [v_hat_norms(v_hat[k], layout.blocks) for k in range(len(seeds))]
+                measured.update({key: [n[key] for n in norms] for key in norms[0]})
         for k, s in enumerate(seeds):
             if not alive[k]:
                 continue
