@@ -77,3 +77,23 @@ def test_both_training_loops_measure_lambda_update_and_v_norms_alike():
         # each eigenvector is solved to the engine's tolerance (1e-3), not bitwise
         np.testing.assert_allclose(got.metrics["cos_top_consecutive"],
                                    want["cos_top_consecutive"], atol=2e-3, err_msg="drift")
+
+
+def test_the_engine_gives_h_s_top_direction_its_drift_and_its_cosine_with_the_gradient():
+    from utils.curvature.engine import TrackingEngine, single_model
+
+    model, loss_fn = tiny_mlp_problem(seed=3)
+    opt = adam_after(model, loss_fn, steps=10)
+    hess = LossHessian(loss_fn, dict(model.named_parameters()))
+    state = read_adam_state(opt)
+    engine = TrackingEngine(tol=1e-10, track_raw=True, max_rounds=60)
+    first = engine.step(single_model(hess), hess.gradient[None], state.preconditioner[None],
+                        state.c)
+    again = engine.step(single_model(hess), hess.gradient[None], state.preconditioner[None],
+                        state.c)
+    vals, vecs = torch.linalg.eigh(hess.dense())
+    g = hess.gradient
+    want = float((g @ vecs[:, -1]).abs() / g.norm())
+    assert float(first.cos_grad_top_H[0]) == pytest.approx(want, rel=1e-6)
+    assert np.isnan(float(first.cos_top_consecutive_H[0]))
+    assert float(again.cos_top_consecutive_H[0]) == pytest.approx(1.0, abs=1e-8)  # same H

@@ -61,7 +61,8 @@ class StepCurvature:
     gradient-directional curvatures. cos_grad_top, cos_grad_top_sym: the alignment cosines.
     lambda_update_pre: λ_update(Ĥ) = uᵀĤu/‖u‖² along Adam's update u (NaN unless ``update``
     was given). cos_top_consecutive: |cos| between this step's top right-eigenvector of Ĥ and
-    the previous step's (NaN at the first step).
+    the previous step's (NaN at the first step). cos_top_consecutive_H, cos_grad_top_H: the
+    same drift for H's top eigenvector, and |cos(g, H's top eigenvector)| (when H is tracked).
     hvps: Hessian-vector products this step, summed over seeds (one product on the stacked
     model counts K). rounds: batched passes this step. converged: λ_max(Ĥ)'s relative residual
     is within ``tol`` (the step is certified). checked: a cold start ran this step. corrected:
@@ -88,6 +89,8 @@ class StepCurvature:
     converged_H: torch.Tensor | None = None
     lambda_update_pre: torch.Tensor | None = None
     cos_top_consecutive: torch.Tensor | None = None
+    cos_top_consecutive_H: torch.Tensor | None = None
+    cos_grad_top_H: torch.Tensor | None = None
 
 
 def single_model(hessian):
@@ -215,6 +218,8 @@ class TrackingEngine:
         """The block of each track ("pre": S, "H": H), (K, block, n): the next warm start."""
         self.right: torch.Tensor | None = None
         """The last step's unit top right-eigenvectors of Ĥ, (K, n)."""
+        self.raw_top: torch.Tensor | None = None
+        """The last step's unit top eigenvectors of H, (K, n), when H is tracked."""
 
     def _random(self, shape, like):
         gen = torch.Generator().manual_seed(self.seed + 7919 * self.steps)
@@ -339,6 +344,14 @@ class TrackingEngine:
                        (previous_right * right_unit).sum(-1).abs().to(torch.float64).cpu().numpy())
 
         raw = tracks.get("H")
+        drift_h = cos_g_h = None
+        if raw is not None:
+            top_h = _unit(raw.pairs[:, 0, :n])
+            previous_h, self.raw_top = self.raw_top, top_h
+            drift_h = (np.full(K, np.nan) if previous_h is None or previous_h.shape != top_h.shape
+                       else (previous_h * top_h).sum(-1).abs().to(torch.float64).cpu().numpy())
+            with np.errstate(divide="ignore", invalid="ignore"):
+                cos_g_h = ((g * top_h).sum(-1).abs().to(torch.float64).cpu().numpy() / g_norm)
         return StepCurvature(
             lambda_max_pre=tensor(c * theta), residual_pre=tensor(res), vector_pre=u,
             right_vector_pre=right_unit,
@@ -351,4 +364,6 @@ class TrackingEngine:
             residual_H=None if raw is None else tensor(raw.rel[:, 0]),
             converged_H=None if raw is None else tensor(raw.rel[:, 0]) <= self.tol,
             lambda_update_pre=None if lam_update is None else tensor(lam_update),
-            cos_top_consecutive=tensor(consecutive))
+            cos_top_consecutive=tensor(consecutive),
+            cos_top_consecutive_H=None if drift_h is None else tensor(drift_h),
+            cos_grad_top_H=None if cos_g_h is None else tensor(cos_g_h))

@@ -31,7 +31,8 @@ one more product (H g) unless ``lambda_max_H`` is tracked too. ``lambda_update``
 λ_update(Ĥ) = uᵀĤu/‖u‖² along Adam's update u = m̂/(√v̂ + ε) (one more product);
 ``v_norms``, ‖√v̂‖ and each parameter tensor's ‖v̂‖ (:func:`~utils.curvature.adam_state.
 v_hat_norms`). ``alignment`` also gives ``cos_top_consecutive``, the |cos| between consecutive
-tracked top right-eigenvectors of Ĥ."""
+tracked top right-eigenvectors of Ĥ; ``lambda_max_H`` (with the engine) the same for H,
+``cos_top_consecutive_H``, and ``cos_grad_top_H``, |cos(g, H's top eigenvector)|."""
 CERTIFICATES = ("residual", "residual+cold start", "dense", "none")
 """How a tracked λ_max(Ĥ) is certified (the ``eig_certificate`` column): ``residual``, its
 relative residual is within the tolerance (the warm block's top Ritz pair); ``residual+cold
@@ -211,6 +212,9 @@ def engine_columns(out: StepCurvature, measure) -> dict[str, list]:
     cols = {}
     if "lambda_max_H" in measure:
         cols.update(lambda_max_H=out.lambda_max_H, eig_residual_H=out.residual_H)
+        if out.cos_top_consecutive_H is not None:
+            cols.update(cos_top_consecutive_H=out.cos_top_consecutive_H,
+                        cos_grad_top_H=out.cos_grad_top_H)
     if "lambda_max_pre" in measure:
         cols.update(lambda_max_pre=out.lambda_max_pre, eig_residual_pre=out.residual_pre,
                     eig_converged_pre=out.converged.to(out.lambda_max_pre.dtype),
