@@ -139,15 +139,16 @@ def decoupling_statistics(g: torch.Tensor, v_prev: torch.Tensor, v_new: torch.Te
 
 def v_hat_norms(v_hat: torch.Tensor, blocks: dict[str, int]) -> dict[str, float]:
     """‖√v̂‖₂ over all coordinates (``sqrt_v_hat_norm``, the scale the paper sets beside ‖g‖)
-    and ‖v̂‖₂ of each parameter tensor (``v_hat_norm.<name>``, the paper's per-block decay).
-    ``v_hat``: flat (n,) in parameter order; ``blocks``: name -> number of coordinates, in the
-    same order, summing to n."""
+    and over each parameter tensor (``sqrt_v_hat_norm.<name>``, the paper's Figure 5(c)).
+    ‖√v̂‖² = Σ v̂ decays at β2 per step (times the bias correction's change) where every
+    coordinate does. ``v_hat``: flat (n,) in parameter order; ``blocks``: name -> number of
+    coordinates, in the same order, summing to n."""
     if sum(blocks.values()) != v_hat.numel():
         raise ValueError(f"blocks must cover v_hat's {v_hat.numel()} coordinates, "
                          f"got {sum(blocks.values())}")
     out = {"sqrt_v_hat_norm": float(v_hat.clamp_min(0).sum().sqrt())}
     for name, chunk in zip(blocks, v_hat.split(list(blocks.values()))):
-        out[f"v_hat_norm.{name}"] = float(chunk.norm())
+        out[f"sqrt_v_hat_norm.{name}"] = float(chunk.clamp_min(0).sum().sqrt())
     return out
 
 

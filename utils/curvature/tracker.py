@@ -29,8 +29,8 @@ MEASUREMENTS = ("lambda_max_H", "lambda_max_pre", "lambda_grad", "lambda_grad_H"
 λ_grad(Ĥ) in forms (A) and (B) (one product, H D g); ``lambda_grad_H``, the raw λ_grad(H), costs
 one more product (H g) unless ``lambda_max_H`` is tracked too. ``lambda_update`` is the paper's
 λ_update(Ĥ) = uᵀĤu/‖u‖² along Adam's update u = m̂/(√v̂ + ε) (one more product);
-``v_norms``, ‖√v̂‖ and each parameter tensor's ‖v̂‖ (:func:`~utils.curvature.adam_state.
-v_hat_norms`). ``alignment`` also gives ``cos_top_consecutive``, the |cos| between consecutive
+``v_norms``, ‖√v̂‖₂ over all coordinates and over each parameter tensor
+(:func:`~utils.curvature.adam_state.v_hat_norms`). ``alignment`` also gives ``cos_top_consecutive``, the |cos| between consecutive
 tracked top right-eigenvectors of Ĥ; ``lambda_max_H`` (with the engine) the same for H,
 ``cos_top_consecutive_H``, and ``cos_grad_top_H``, |cos(g, H's top eigenvector)|."""
 CERTIFICATES = ("residual", "residual+cold start", "dense", "none")
