@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from utils.studies.claims import (alignment_verdicts, calm_stretches, crossing_verdicts,
+from utils.studies.claims import (alignment_verdicts, calm_stretches,
                                   decay_crossing_step, predicted_decay_growth,
                                   random_direction_cosine, v_decay_verdicts)
 from utils.events.spikes import Spike
@@ -90,24 +90,6 @@ def test_calm_stretches_respect_the_previous_spike():
     close = [Spike(100, 101, 102, 103, 1, 1, 10), Spike(104, 105, 106, 107, 1, 1, 10)]
     assert len(calm_stretches(r.metrics, close, keep_empty=True)) == 2
     assert calm_stretches(r.metrics, close, keep_empty=True)[1] is None
-
-
-def test_crossing_verdicts_measure_the_lead_from_the_start():
-    steps = np.arange(1, 401)
-    pre = np.where((steps > 80) & (steps < 130), 210.0, 150.0)   # crosses 2/η = 200 at 81
-    m = pd.DataFrame({"step": steps, "lambda_max_pre": pre, "lambda_max_H": 90.0})
-    ok = {v.name: v for v in crossing_verdicts(result(m, [Spike(95, 100, 110, 125, 1, 1, 100)]))}
-    assert ok["crossing_precedes_every_spike"].passed
-    assert ok["crossing_precedes_every_spike"].numbers["median_lead_steps"] == 14
-    # a crossing 3 steps before the start (8 before detection) is too late: from the start
-    late_cross = np.where((steps > 91) & (steps < 130), 210.0, 150.0)
-    v = {x.name: x for x in crossing_verdicts(result(m.assign(lambda_max_pre=late_cross),
-                                                      [Spike(95, 100, 110, 125, 1, 1, 100)]))}
-    assert not v["crossing_precedes_every_spike"].passed
-    late = {v.name: v for v in crossing_verdicts(result(m, [Spike(300, 302, 310, 330, 1, 1, 100)]))}
-    assert not late["crossing_precedes_every_spike"].passed
-    m2 = m.assign(lambda_max_H=205.0)
-    assert not {v.name: v for v in crossing_verdicts(result(m2, []))}["raw_curvature_below"].passed
 
 
 def test_random_direction_cosine():

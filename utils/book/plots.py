@@ -666,3 +666,54 @@ def plot_figure4(adam, gd):
         bottom.set_ylabel("eigenvalue")
     fig.tight_layout()
     return fig
+
+
+def plot_figure5(result, remedies: dict):
+    """The paper's Figure 5 on our run: (a) the loss and ‖g‖; (b) λ_max(H), λ_max(Ĥ),
+    λ_grad(Ĥ) and λ_update(Ĥ) against 2/η; (c) ‖√v̂‖ of each parameter tensor; (d) the cosine
+    between consecutive top eigenvectors of H and between g and that eigenvector; (e) panel (b)
+    around the first spike; (f) the loss with the paper's remedies (``remedies``: name ->
+    RunResult of :func:`utils.studies.crossing.remedy_runs`)."""
+    m, spikes, lr = result.metrics, result.spikes, result.config.lr
+    fig, axes = plt.subplots(2, 3, figsize=(14, 7.2))
+    (a, b, c), (d, e, f) = axes
+    plot_loss(m, spikes, ax=a, label="training loss")
+    a.semilogy(m["step"], m["grad_norm"], lw=1, color="tab:green", label=r"$\lVert g\rVert$")
+    a.set_ylabel("loss, gradient norm")
+    legend(a, fontsize="x-small")
+    a.set_title("(a) loss and gradient norm")
+    columns = ("lambda_max_H", "lambda_max_pre", "lambda_grad_pre_a", "lambda_update_pre")
+    labels = {**LABELS, "lambda_grad_pre_a": r"$\lambda_{\rm grad}(\hat H)$",
+              "lambda_update_pre": r"$\lambda_{\rm update}(\hat H)$"}
+    renamed = m.rename(columns={k: labels[k] for k in columns if k in m})
+    plot_curvature(renamed, lr, columns=[labels[k] for k in columns], spikes=spikes, ax=b)
+    b.set_title(r"(b) eigenvalues against $2/\eta$")
+    for col in [k for k in m if k.startswith("sqrt_v_hat_norm.")]:
+        c.semilogy(m["step"], m[col], lw=1, label=col.removeprefix("sqrt_v_hat_norm."))
+    mark_spikes(c, spikes, label=False)
+    c.set(xlabel="step $t$", ylabel=r"$\lVert\sqrt{\hat v}\rVert_2$",
+          title=r"(c) $\lVert\sqrt{\hat v}\rVert$ per parameter tensor")
+    legend(c, fontsize="x-small")
+    if "cos_top_consecutive_H" in m:
+        d.plot(m["step"], m["cos_top_consecutive_H"], lw=1,
+               label="top eigenvectors of $H$, consecutive steps")
+        d.plot(m["step"], m["cos_grad_top_H"], lw=1, label="$g$ and the top eigenvector of $H$")
+    mark_spikes(d, spikes, label=False)
+    d.set(xlabel="step $t$", ylabel="|cos|", ylim=(0, 1.05), title="(d) directions")
+    legend(d, fontsize="x-small", loc="lower left")
+    if spikes:
+        s = spikes[0]
+        near = renamed[(m["step"] >= s.start - 40) & (m["step"] <= s.peak + 20)]
+        plot_curvature(near, lr, columns=[labels[k] for k in columns[1:]], spikes=[s], ax=e)
+        e.axvline(s.start, color="tab:red", ls=":", lw=1)
+    e.set_title("(e) around the first spike")
+    f.semilogy(m["step"], m["loss"], lw=1, color="k", label=r"Adam, $\varepsilon = 10^{-8}$")
+    names = {"eps_onset": r"$\varepsilon \to 0.1$ at the spike's onset",
+             "eps_start": r"$\varepsilon = 0.1$ from the start",
+             "v_clip": r"$v \geq 10^{-2}$ from the start"}
+    for name, other in remedies.items():
+        f.semilogy(other.metrics["step"], other.metrics["loss"], lw=1, label=names.get(name, name))
+    f.set(xlabel="step $t$", ylabel="training loss", title="(f) the paper's remedies")
+    legend(f, fontsize="x-small")
+    fig.tight_layout()
+    return fig

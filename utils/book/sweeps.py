@@ -649,9 +649,10 @@ def _register_chapter_sweeps() -> None:
     from utils.studies.settings import SEED_CHAPTERS, chapter_evaluate, chapter_runs
 
     for chapter in SEED_CHAPTERS:
+        evaluate, trains = chapter_evaluate(chapter)
         register(Sweep(
             name=chapter, configs=chapter_runs(chapter, progress=False),
-            seeds=tuple(range(CHAPTER_SEEDS)), evaluate=chapter_evaluate(chapter),
+            seeds=tuple(range(CHAPTER_SEEDS)), evaluate=evaluate, trains=trains,
             seeds_per_task=8 if chapter in ("01_v_decay", "02_lambda_max_crossing") else 4,
             description=f"chapter {chapter[:2]}'s default run over seeds 0-{CHAPTER_SEEDS - 1}"))
 

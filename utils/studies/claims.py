@@ -207,56 +207,6 @@ def _predict_crossing(rows, cfg, threshold, min_decoupled, hysteresis) -> dict |
             "rel_error": min(abs(signed), 1.0), "signed_error": signed}
 
 
-def crossing_verdicts(result, *, min_lead: int = 5, warmup: int = 50,
-                      hysteresis: float = CROSSING_HYSTERESIS) -> list[Verdict]:
-    """Chapter 2: λ_max(Ĥ) crosses 2/η and stays above before each spike; λ_max(H) stays below.
-
-    Crossings of 2/η by λ_max(Ĥ) use the book's hysteresis (:mod:`utils.events.spikes`).
-    ``crossing_precedes_every_spike``: for every spike, a crossing began at least ``min_lead``
-    steps before the spike's *start* and was still going on at the start (within one tracking
-    interval); the lead is start − crossing start. If the curvature only rose with the spike,
-    the crossing would begin after the start and this fails. Reported beside it, the baseline:
-    the share of tracked steps outside spikes (after ``warmup``) at which λ_max(Ĥ) is above
-    2/η; when that share is near 1, "a crossing was going on" says little.
-    ``raw_curvature_below``: after ``warmup`` steps, λ_max(H) < 2/η at every tracked step,
-    spikes included; a sharpening Hessian that reached 2/η fails it. The largest value outside
-    the spikes (from each start to its end) is reported beside it.
-    """
-    threshold = 2.0 / result.config.lr
-    m = result.metrics.dropna(subset=["lambda_max_pre"])
-    crossings = sustained_crossings(m["lambda_max_pre"], m["step"], threshold,
-                                    hysteresis=hysteresis)
-    spikes = [s for s in result.spikes if not s.diverged]
-    leads = []
-    for s in spikes:
-        ongoing = [c for c in crossings if c.start <= s.start <= c.end + result.config.track_every]
-        leads.append(s.start - ongoing[0].start if ongoing else None)
-    ok = [x for x in leads if x is not None and x >= min_lead]
-    in_spike = np.zeros(len(m), dtype=bool)
-    for s in result.spikes:
-        in_spike |= (m["step"] >= s.start).to_numpy() & (
-            (m["step"] <= s.end).to_numpy() if s.end is not None else True)
-    calm = m[(m["step"] > warmup).to_numpy() & ~in_spike]
-    raw = m[m["step"] > warmup]["lambda_max_H"]
-    return [
-        Verdict("spikes_found", "the run has spikes", len(spikes) > 0, {"spikes": len(spikes)}),
-        Verdict("crossing_precedes_every_spike",
-                f"before each spike's start λ_max(Ĥ) had crossed 2/η and stayed above for ≥ {min_lead} steps",
-                len(spikes) > 0 and len(ok) == len(spikes),
-                {"spikes_preceded": len(ok), "crossings": len(crossings),
-                 "median_lead_steps": float(np.median(ok)) if ok else math.nan,
-                 "min_lead_steps": float(min(ok)) if ok else math.nan,
-                 "share_of_calm_steps_above": float((calm["lambda_max_pre"] > threshold).mean())
-                 if len(calm) else math.nan}),
-        Verdict("raw_curvature_below", "λ_max(H) stays below 2/η",
-                bool(len(raw)) and float(raw.max()) < threshold,
-                {"max_lambda_H_over_threshold": float(raw.max()) / threshold if len(raw)
-                 else math.nan,
-                 "max_lambda_H_over_threshold_outside_spikes":
-                     float(calm["lambda_max_H"].max()) / threshold if len(calm) else math.nan}),
-    ]
-
-
 def random_direction_cosine(n: int, q: float = 0.5) -> float:
     """The ``q`` quantile of |cos(z, u)| for z uniform on the sphere of R^n and a fixed unit u:
     z1²/‖z‖² ~ Beta(1/2, (n-1)/2), so the median is about 0.674/√n. The baseline against

@@ -16,7 +16,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
-from utils.studies.claims import alignment_verdicts, crossing_verdicts, v_decay_verdicts
+from utils.studies.claims import alignment_verdicts, v_decay_verdicts
 from utils.training.runs import find_events, parameter_count
 from utils.events.spikes import CROSSING_HYSTERESIS, HYSTERESES, SPIKE_FACTOR, SPIKE_FACTORS
 from utils.studies.verdicts import Verdict
@@ -28,24 +28,20 @@ least 75 % of the seeds that spiked (a seed without the verdict's numbers counts
 JUDGED = {
     "01_v_decay": ("decoupled", "crossing_predicted_by_decay", "lambda_pre_rises_at_decay_rate",
                    "lambda_H_flat_below_threshold"),
-    "02_lambda_max_crossing": ("crossing_precedes_every_spike", "raw_curvature_below"),
     "03_gradient_alignment": ("calm_as_unaligned_as_chance", "onset_alignment_large"),
 }
 """The verdicts of each chapter that are judged over seeds (preconditions such as
-"the run has spikes" are not). Chapter 4 judges the paper's statements about its Figure 4
-instead (:mod:`utils.studies.onset`)."""
-BEYOND_THE_PAPER = ("calm_as_unaligned_as_chance", "raw_curvature_below")
+"the run has spikes" are not). Chapters 2 and 4 judge the paper's statements about its Figures
+5 and 4 instead (:mod:`utils.studies.crossing`, :mod:`utils.studies.onset`)."""
+BEYOND_THE_PAPER = ("calm_as_unaligned_as_chance",)
 """Judged verdicts that test a stricter reading than the paper's text: calm alignment as low as
-a random direction's (the paper says only that alignment rises at the spike), and λ_max(H) below
-2/η at every measured step, inside spikes too (the paper: it stays below before the spike)."""
+a random direction's (the paper says only that alignment rises at the spike)."""
 
 
 def chapter_verdicts(chapter: str, result, hysteresis: float = CROSSING_HYSTERESIS) -> list[Verdict]:
     """The verdicts of ``chapter`` (one of :data:`JUDGED`) on one run."""
     if chapter == "01_v_decay":
         return v_decay_verdicts(result, hysteresis=hysteresis)
-    if chapter == "02_lambda_max_crossing":
-        return crossing_verdicts(result, hysteresis=hysteresis)
     if chapter == "03_gradient_alignment":   # no crossing in these verdicts
         return alignment_verdicts(result, n_params=parameter_count(result.config))
     raise ValueError(f"chapter must be one of {list(JUDGED)}, got {chapter!r}")
@@ -94,11 +90,6 @@ def _number(x):
 def seeds_01(results):
     """Sweep rows of chapter 1 (the ``evaluate`` of its seed sweep)."""
     return [seed_row("01_v_decay", r) for r in results]
-
-
-def seeds_02(results):
-    """Sweep rows of chapter 2."""
-    return [seed_row("02_lambda_max_crossing", r) for r in results]
 
 
 def seeds_03(results):

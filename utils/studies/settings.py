@@ -76,13 +76,14 @@ def chapter_config(chapter: str, params: dict | None = None, **overrides):
                                                           activation=p["activation"]),
                            data="sin", data_kwargs=dict(n_points=p["n_points"]), **common,
                            measure=("lambda_max_H", "lambda_max_pre", "decoupling"))
-    elif chapter == "02_lambda_max_crossing":
-        config = RunConfig(model="mlp", model_kwargs=dict(width=p["width"], depth=p["depth"],
-                                                          activation=p["activation"]),
-                           data="teacher", data_kwargs=dict(
-                               n_points=p["n_points"], dim=p["input_dim"],
-                               teacher_width=p["teacher_width"], noise=p["noise"]),
-                           **common, measure=("lambda_max_H", "lambda_max_pre", "lambda_grad"))
+    elif chapter == "02_lambda_max_crossing":   # the paper's Figure 5 (and D5, D9)
+        config = RunConfig(model="mlp", model_kwargs=dict(width=p["width"], depth=1,
+                                                          activation=p["activation"],
+                                                          init_exponent=p["init_exponent"]),
+                           data="quadratic_target", data_kwargs=dict(
+                               n_points=p["n_points"], dim=p["input_dim"], noise=p["noise"]),
+                           **common, measure=("lambda_max_H", "lambda_max_pre", "lambda_grad",
+                                              "lambda_update", "alignment", "v_norms"))
     elif chapter == "03_gradient_alignment":
         config = RunConfig(model="cnn", model_kwargs=dict(channels=p["channels"],
                                                           activation=p["activation"]),
@@ -135,10 +136,13 @@ def chapter_runs(chapter: str, params: dict | None = None, **overrides) -> tuple
     return (chapter_config(chapter, params, **overrides),)
 
 
-def chapter_evaluate(chapter: str) -> str:
-    """The evaluate function (``module:function``) of a chapter's seed sweep."""
+def chapter_evaluate(chapter: str) -> tuple[str, bool]:
+    """The evaluate function (``module:function``) of a chapter's seed sweep, and whether it
+    trains the seeds itself (chapter 2 forks each run to test the paper's remedies)."""
     if chapter not in SEED_CHAPTERS:
         raise ValueError(f"chapter must be one of {list(SEED_CHAPTERS)}, got {chapter!r}")
+    if chapter == "02_lambda_max_crossing":
+        return "utils.studies.crossing:figure5_rows", True
     if chapter == "04_spike_onset":
-        return "utils.studies.onset:figure4_rows"
-    return f"utils.studies.ensemble:seeds_{chapter[:2]}"
+        return "utils.studies.onset:figure4_rows", False
+    return f"utils.studies.ensemble:seeds_{chapter[:2]}", False
