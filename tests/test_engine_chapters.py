@@ -1,7 +1,6 @@
 """The engine on the models it was not tuned on (chapter 3's CNN, the one-layer Transformer of
 chapters 5-8), at their settings and tracking intervals, against a cold tight ``eigsh`` at every
 tracked step."""
-import numpy as np
 import pytest
 import torch
 

@@ -11,7 +11,7 @@ import pytest
 
 from utils.book import sweeps
 from utils.training.runs import RunResult
-from utils.book.sweeps import (PROVENANCE_COLUMNS, SWEEPS, Sweep, SweepTaskError, basic_columns,
+from utils.book.sweeps import (PROVENANCE_COLUMNS, SWEEPS, SweepTaskError, basic_columns,
                                load_sweep, run_sweep, sweep_tasks, task_key)
 
 ROOT = Path(__file__).resolve().parents[1]
