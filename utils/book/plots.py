@@ -678,7 +678,7 @@ def plot_figure5(result, remedies: dict):
     fig, axes = plt.subplots(2, 3, figsize=(14, 7.2))
     (a, b, c), (d, e, f) = axes
     plot_loss(m, spikes, ax=a, label="training loss")
-    a.semilogy(m["step"], m["grad_norm"], lw=1, color="tab:green", label=r"$\lVert g\rVert$")
+    a.semilogy(m["step"], m["grad_norm"], lw=1, color="tab:green", label=r"$\Vert g\Vert$")
     a.set_ylabel("loss, gradient norm")
     legend(a, fontsize="x-small")
     a.set_title("(a) loss and gradient norm")
@@ -691,8 +691,8 @@ def plot_figure5(result, remedies: dict):
     for col in [k for k in m if k.startswith("sqrt_v_hat_norm.")]:
         c.semilogy(m["step"], m[col], lw=1, label=col.removeprefix("sqrt_v_hat_norm."))
     mark_spikes(c, spikes, label=False)
-    c.set(xlabel="step $t$", ylabel=r"$\lVert\sqrt{\hat v}\rVert_2$",
-          title=r"(c) $\lVert\sqrt{\hat v}\rVert$ per parameter tensor")
+    c.set(xlabel="step $t$", ylabel=r"$\Vert\sqrt{\hat v}\Vert_2$",
+          title=r"(c) $\Vert\sqrt{\hat v}\Vert$ per parameter tensor")
     legend(c, fontsize="x-small")
     if "cos_top_consecutive_H" in m:
         d.plot(m["step"], m["cos_top_consecutive_H"], lw=1,
@@ -704,7 +704,7 @@ def plot_figure5(result, remedies: dict):
     if spikes:
         s = spikes[0]
         near = renamed[(m["step"] >= s.start - 40) & (m["step"] <= s.peak + 20)]
-        plot_curvature(near, lr, columns=[labels[k] for k in columns[1:]], spikes=[s], ax=e)
+        plot_curvature(near, lr, columns=[labels[k] for k in columns], spikes=[s], ax=e)
         e.axvline(s.start, color="tab:red", ls=":", lw=1)
     e.set_title("(e) around the first spike")
     f.semilogy(m["step"], m["loss"], lw=1, color="k", label=r"Adam, $\varepsilon = 10^{-8}$")

@@ -23,11 +23,9 @@ Branches (the issue's list; all start from the same checkpoint):
 """
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass, replace
 
-import numpy as np
 import pandas as pd
 import torch
 
