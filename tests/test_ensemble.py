@@ -5,53 +5,60 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from utils.studies.ensemble import (ENSEMBLE_SHARE, bootstrap_ci, ensemble_verdicts, glue_checked,
-                                    glue_illustration, sensitivity_table)
+from utils.studies.ensemble import (ENSEMBLE_SHARE, JUDGED, bootstrap_ci, ensemble_verdicts,
+                                    glue_checked, glue_illustration, sensitivity_table)
 from utils.studies.verdicts import Verdict, report_verdicts
 
 
+CHAPTER = "01_v_decay"
+FIRST, *OTHERS = JUDGED[CHAPTER]
+
+
 def table(holds, spikes=None):
+    """A made-up chapter-1 sweep: its first judged verdict is ``holds``, the others hold at the
+    default and at every spike factor and fail at every other hysteresis."""
     n = len(holds)
     spikes = [2] * n if spikes is None else spikes
-    t = pd.DataFrame({"seed": range(n), "n_spikes": spikes, "crossing_precedes_every_spike": holds,
-                      "raw_curvature_below": [True] * n})
+    t = pd.DataFrame({"seed": range(n), "n_spikes": spikes, FIRST: holds,
+                      **{name: [True] * n for name in OTHERS}})
     for k in (3, 30):
         t[f"n_spikes@K{k:g}"] = spikes
-        t[f"crossing_precedes_every_spike@K{k:g}"] = holds
-        t[f"raw_curvature_below@K{k:g}"] = True
+        t[f"{FIRST}@K{k:g}"] = holds
+        for name in OTHERS:
+            t[f"{name}@K{k:g}"] = True
     for h in (0, 0.05):
-        t[f"crossing_precedes_every_spike@h{h:g}"] = holds
-        t[f"raw_curvature_below@h{h:g}"] = False
+        t[f"{FIRST}@h{h:g}"] = holds
+        for name in OTHERS:
+            t[f"{name}@h{h:g}"] = False
     return t
 
 
 def test_ensemble_verdict_holds_only_when_the_share_is_reached():
-    ok = {v.name: v for v in ensemble_verdicts(table([True] * 13 + [False] * 3),
-                                               "02_lambda_max_crossing")}
-    assert ok["ensemble_crossing_precedes_every_spike"].passed
-    share = ok["ensemble_crossing_precedes_every_spike"].numbers
+    ok = {v.name: v for v in ensemble_verdicts(table([True] * 13 + [False] * 3), CHAPTER)}
+    assert ok[f"ensemble_{FIRST}"].passed
+    share = ok[f"ensemble_{FIRST}"].numbers
     assert share["share"] == pytest.approx(13 / 16)
     assert share["share_ci_low"] < share["share"] < share["share_ci_high"] <= 1
     # the claim holding in one seed of two (a coincidence, not a reproduction) fails
-    bad = {v.name: v for v in ensemble_verdicts(table([True, False] * 8), "02_lambda_max_crossing")}
-    assert not bad["ensemble_crossing_precedes_every_spike"].passed
+    bad = {v.name: v for v in ensemble_verdicts(table([True, False] * 8), CHAPTER)}
+    assert not bad[f"ensemble_{FIRST}"].passed
     assert ENSEMBLE_SHARE == 0.75
 
 
 def test_seeds_without_spikes_are_left_out_and_missing_verdicts_count_as_false():
     t = table([True] * 4 + [None] * 2 + [True] * 2, spikes=[2] * 6 + [0] * 2)
-    v = ensemble_verdicts(t, "02_lambda_max_crossing")[0]
+    v = ensemble_verdicts(t, CHAPTER)[0]
     assert v.numbers["seeds_spiked"] == 6 and v.numbers["share"] == pytest.approx(4 / 6)
     assert not v.passed
 
 
 def test_sensitivity_table_reads_each_setting():
-    sens = sensitivity_table(table([True] * 16), "02_lambda_max_crossing")
+    sens = sensitivity_table(table([True] * 16), CHAPTER)
     assert list(sens.index) == ["spike_factor = 3", "spike_factor = 10 (default)",
                                 "spike_factor = 30", "hysteresis = 0",
                                 "hysteresis = 0.01 (default)", "hysteresis = 0.05"]
-    assert sens.loc["hysteresis = 0.05", "raw_curvature_below"] == 0.0
-    assert sens.loc["spike_factor = 30", "raw_curvature_below"] == 1.0
+    assert sens.loc["hysteresis = 0.05", OTHERS[0]] == 0.0
+    assert sens.loc["spike_factor = 30", OTHERS[0]] == 1.0
 
 
 def test_bootstrap_interval_covers_the_median_and_is_reproducible():
