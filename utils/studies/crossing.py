@@ -34,7 +34,7 @@ import pandas as pd
 import torch
 
 from utils.events.spikes import sustained_crossings
-from utils.studies.ensemble import bootstrap_ci
+from utils.studies.ensemble import share_verdict
 from utils.studies.interventions import Intervention, SetHyperparameter, checkpoint_at
 from utils.studies.onset import LEAD, WARMUP, crossings_after_warmup
 from utils.studies.paper import PaperStatement
@@ -276,24 +276,17 @@ def figure5_statements(table: pd.DataFrame, beta2: float = 0.999,
     ]
 
 
-SHARE = 0.75
-"""Our stricter tests hold for the ensemble in at least 75 % of the seeds with a spike."""
-
-
 def stricter_verdicts(table: pd.DataFrame, beta2: float = 0.999) -> list[Verdict]:
     """Our tests beyond the paper: λ_max(H) < 2/η at every tracked step after the warm-up (the
     book's earlier chapter 2; the paper says only that λ_max(H) settles), and v̂, which Adam
     divides by, decays at β2 (the paper speaks of v; v̂ decays faster while the bias correction
-    still changes)."""
+    still changes). Each holds for the ensemble in at least 75 % of the seeds with a spike
+    (:func:`~utils.studies.ensemble.share_verdict`)."""
     rows = table[table["n_spikes"] > 0]
-    tests = (("beyond_raw_curvature_below", "(ours, beyond the paper) λ_max(H) < 2/η at every "
-              "tracked step after the warm-up", rows["h_over_threshold"] < 1),
-             ("beyond_v_hat_decays_at_beta2", "(ours, beyond the paper) v̂, which Adam divides "
-              "by, decays at β2 before the spike (" + decay_tolerance_text() + ")",
-              rows["v_hat_rate_worst"].map(lambda a: decays_at(a, beta2))))
-    out = []
-    for name, claim, holds in tests:
-        share, low, high = bootstrap_ci(holds.astype(float).to_numpy(), np.mean)
-        out.append(Verdict(name, claim, bool(len(rows)) and share >= SHARE,
-                           {"share": share, "ci_low": low, "ci_high": high, "seeds": len(rows)}))
-    return out
+    return [share_verdict("beyond_raw_curvature_below", "(ours, beyond the paper) λ_max(H) < "
+                          "2/η at every tracked step after the warm-up",
+                          rows["h_over_threshold"] < 1),
+            share_verdict("beyond_v_hat_decays_at_beta2", "(ours, beyond the paper) v̂, which "
+                          "Adam divides by, decays at β2 before the spike ("
+                          + decay_tolerance_text() + ")",
+                          rows["v_hat_rate_worst"].map(lambda a: decays_at(a, beta2)))]

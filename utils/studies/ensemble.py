@@ -116,6 +116,16 @@ def bootstrap_ci(values, statistic=np.median, level: float = 0.95,
     return point, float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
+def share_verdict(name: str, claim: str, holds: pd.Series,
+                  share: float = ENSEMBLE_SHARE) -> Verdict:
+    """A test over the seeds with a spike: ``holds`` is one boolean per such seed; the verdict
+    passes when it holds in at least ``share`` of them (numbers: the share with its 95 %
+    bootstrap interval, and the seeds). No seed: fails."""
+    point, low, high = bootstrap_ci(np.asarray(holds, dtype=float), np.mean)
+    return Verdict(name, claim, bool(len(holds)) and point >= share,
+                   {"share": point, "ci_low": low, "ci_high": high, "seeds": len(holds)})
+
+
 def share_holding(table: pd.DataFrame, column: str, spiked: str = "n_spikes") -> pd.Series:
     """The verdict ``column`` over the seeds with a spike (by ``spiked``), missing as False."""
     rows = table[table[spiked] > 0]
