@@ -12,7 +12,7 @@ from utils.studies.ensemble import (BEYOND_THE_PAPER, ENSEMBLE_SHARE, JUDGED, bo
 from utils.studies.crossing import figure5_statements
 from utils.studies.crossing import stricter_verdicts as crossing_stricter
 from utils.studies.onset import figure4_statements, stricter_verdicts
-from utils.studies.quadratic import paper_quadratic_runs, quadratic_statements, starting_points
+from utils.studies.quadratic import quadratic_statements, runs_for_parameters
 from utils.studies.settings import chapter_defaults, chapter_evaluate, chapter_runs
 
 
@@ -99,11 +99,5 @@ def _statement_row(chapter: str, statement) -> dict:
 
 def _quadratic_statements() -> list:
     """Chapter 0's statements of the paper's Figures 2, 3 and D2 at its default parameters."""
-    p = chapter_defaults("00_counterexample")
-    starts = [p["theta0"], *starting_points(p["n_seeds"], p["seed"], low=p["theta0"] / 2,
-                                            high=2 * p["theta0"])]
-    runs = paper_quadratic_runs(starts, lrs=p["lrs"], gd_lr=p["gd_lr"], fig3_lr=p["lr"],
-                                fig3_beta2=(p["beta2"], p["low_beta2"]), beta1=p["beta1"],
-                                beta2=p["beta2"], eps=p["eps"], steps=p["fig2_steps"],
-                                d2_steps=p["d2_steps"], curvature=p["curvature"])
+    runs = runs_for_parameters(chapter_defaults("00_counterexample"))
     return quadratic_statements(runs["fig2"], runs["gd"], runs["fig3"], runs["d2"])

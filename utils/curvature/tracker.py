@@ -57,6 +57,14 @@ ENGINE_MIN_PARAMETERS = DENSE_BELOW
 """Below this many parameters (the 1-D quadratic) the dense eigendecomposition is cheaper."""
 
 
+def uncertified_steps(metrics) -> int:
+    """Tracked steps of a run's ``metrics`` whose λ_max(Ĥ) the solver could not certify
+    (``eig_certificate`` "none"); 0 where nothing was tracked."""
+    if "eig_certificate" not in metrics:
+        return 0
+    return int((metrics["eig_certificate"] == "none").sum())
+
+
 class CurvatureTracker:
     """Measures the curvature quantities at tracked steps, warm-starting each eigen-solve.
 

@@ -33,12 +33,14 @@ import numpy as np
 import pandas as pd
 import torch
 
+from utils.curvature.tracker import uncertified_steps
 from utils.events.spikes import sustained_crossings
 from utils.studies.ensemble import share_verdict
 from utils.studies.interventions import Intervention, SetHyperparameter, checkpoint_at
 from utils.studies.onset import LEAD, WARMUP, crossings_after_warmup
-from utils.studies.paper import PaperStatement
-from utils.studies.quadratic import MUCH_SMALLER, decay_tolerance_text, decays_at
+from utils.studies.paper import PaperStatement, seed_value
+from utils.studies.quadratic import (MUCH_SMALLER, decay_tolerance_text, decays_at,
+                                     fitted_rate)
 from utils.studies.verdicts import Verdict
 from utils.training.runs import RunConfig, run
 
@@ -82,16 +84,6 @@ class VClip(Intervention):
             opt.state[p]["exp_avg_sq"].clamp_min_(self.floor)
 
 
-def _fit_rate(values: np.ndarray) -> float:
-    """exp of the least-squares slope of log ``values`` against the step (NaN if < 3 finite)."""
-    y = np.log(np.asarray(values, dtype=float))
-    ok = np.isfinite(y)
-    if ok.sum() < 3:
-        return math.nan
-    t = np.arange(len(y))[ok]
-    return float(math.exp(np.polyfit(t, y[ok], 1)[0]))
-
-
 def spike_summary(result) -> dict:
     """The first spike of ``result`` (after :data:`~utils.studies.onset.WARMUP`) read by the
     module's rules; NaN where the run has no such spike or quantity. Keys: ``n_spikes``,
@@ -110,7 +102,7 @@ def spike_summary(result) -> dict:
                          "h_over_threshold", "g_over_sqrt_v", "v_rate_worst",
                          "v_hat_rate_worst", "drift_h", "align_rise"], math.nan)
     out["n_spikes"] = len(spikes)
-    out["uncertified_steps"] = int((m.get("eig_certificate") == "none").sum())
+    out["uncertified_steps"] = uncertified_steps(m)
     if "lambda_max_H" in m:
         after = m[m["step"] > WARMUP]["lambda_max_H"]
         out["h_over_threshold"] = float(after.max() / threshold) if len(after) else math.nan
@@ -144,8 +136,8 @@ def spike_summary(result) -> dict:
         blocks = [c for c in calm if c.startswith("sqrt_v_hat_norm.")]
         if blocks:
             bias = 1.0 - cfg.beta2 ** calm["step"].to_numpy(dtype=float)
-            hat = {b: _fit_rate(calm[b].to_numpy() ** 2) for b in blocks}
-            raw = {b: _fit_rate(calm[b].to_numpy() ** 2 * bias) for b in blocks}
+            hat = {b: fitted_rate(calm[b].to_numpy() ** 2) for b in blocks}
+            raw = {b: fitted_rate(calm[b].to_numpy() ** 2 * bias) for b in blocks}
             worst = lambda rates: max(rates.values(), key=lambda r: abs(r - cfg.beta2))  # noqa
             out.update(v_rate_worst=worst(raw), v_hat_rate_worst=worst(hat))
         if "cos_grad_top_H" in m:
@@ -209,12 +201,6 @@ def figure5_rows(config: RunConfig, seeds) -> list[dict]:
     return rows
 
 
-def _values(table: pd.DataFrame, column: str, default_seed: int):
-    row = table[table["seed"] == default_seed]
-    default = float(row[column].iloc[0]) if len(row) else math.nan
-    return default, table[column].to_numpy(dtype=float)
-
-
 def figure5_statements(table: pd.DataFrame, beta2: float = 0.999,
                        default_seed: int = 0) -> list[PaperStatement]:
     """The rows of chapter 2's "paper vs book" table from the stored sweep (one
@@ -224,9 +210,9 @@ def figure5_statements(table: pd.DataFrame, beta2: float = 0.999,
     over = f"over the {len(table)} seeds ({n_spiked} with a spike)"
 
     def row(key, figure, statement, quantity, column, tolerance, holds, **kw):
-        default, seeds = _values(table, column, default_seed)
-        return PaperStatement(key, figure, statement, f"{quantity}, {over}", default, seeds,
-                              tolerance, holds, **kw)
+        return PaperStatement(key, figure, statement, f"{quantity}, {over}",
+                              seed_value(table, column, default_seed),
+                              table[column].to_numpy(dtype=float), tolerance, holds, **kw)
 
     return [
         row("5.1", "Fig. 5(b)", "λ_max(H) quickly stabilizes",

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from utils.studies.claims import alignment_verdicts, v_decay_verdicts
+from utils.curvature.tracker import uncertified_steps
 from utils.training.runs import find_events, parameter_count
 from utils.events.spikes import CROSSING_HYSTERESIS, HYSTERESES, SPIKE_FACTOR, SPIKE_FACTORS
 from utils.studies.verdicts import Verdict
@@ -57,7 +58,7 @@ def seed_row(chapter: str, result) -> dict:
     """One seed's row of a chapter sweep (see the module docstring)."""
     row = {"n_spikes": len(result.spikes), "n_excluded": len(result.excluded),
            "diverged": result.diverged_at is not None,
-           "uncertified_steps": int((result.metrics.get("eig_certificate") == "none").sum())
+           "uncertified_steps": uncertified_steps(result.metrics)
            if "eig_certificate" in result.metrics else 0}
     for v in chapter_verdicts(chapter, result):
         row[v.name] = bool(v.passed)

@@ -29,9 +29,10 @@ import math
 import numpy as np
 import pandas as pd
 
+from utils.curvature.tracker import uncertified_steps
 from utils.events.spikes import Crossing, score_predictor, sustained_crossings
 from utils.studies.ensemble import share_verdict
-from utils.studies.paper import PaperStatement
+from utils.studies.paper import PaperStatement, seed_value
 from utils.studies.verdicts import Verdict
 
 WARMUP = 20
@@ -88,10 +89,8 @@ def onset_summary(result) -> dict:
     that gap over the loss at the crossing)."""
     m, spikes, lr = result.metrics, list(result.spikes), result.config.lr
     threshold = 2.0 / lr
-    certificates = m["eig_certificate"] if "eig_certificate" in m else pd.Series(dtype=object)
     out = {"optimizer": result.config.optimizer, "n_spikes": len(spikes),
-           "diverged": result.diverged_at is not None,
-           "uncertified_steps": int((certificates == "none").sum())}
+           "diverged": result.diverged_at is not None, "uncertified_steps": uncertified_steps(m)}
     crossings = {}
     for q, columns in COLUMNS.items():
         column = next((c for c in columns if c in m and m[c].notna().any()), None)
@@ -131,8 +130,7 @@ def figure4_statements(adam, gd, default_seed: int = 0) -> list[PaperStatement]:
     about an event is judged over the seeds that have it (their count is in the quantity's
     name); "our default run" is seed ``default_seed`` of the sweep."""
     def default(table, column):
-        row = table[table["seed"] == default_seed]
-        return float(row[column].iloc[0]) if len(row) else math.nan
+        return seed_value(table, column, default_seed)
 
     n = len(gd)
     crossed = lambda t: t["first_max_crossing"].notna()      # noqa: E731

@@ -79,6 +79,13 @@ class PaperStatement:
                         "ci_high": high, "share_holding": self.share, **self.numbers})
 
 
+def seed_value(table: pd.DataFrame, column: str, seed: int) -> float:
+    """``column`` of the row of ``seed`` in a per-seed table (NaN if there is none): the
+    "our default run" column of a table read from a stored sweep."""
+    row = table[table["seed"] == seed]
+    return float(row[column].iloc[0]) if len(row) else math.nan
+
+
 def _fmt(x: float, digits: int) -> str:
     if not math.isfinite(x):
         return "–"

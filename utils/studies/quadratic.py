@@ -132,16 +132,20 @@ def train_quadratic(lr: float, theta0, *, optimizer: str = "adam", beta1: float 
                          float(curvature), start, loss, grad, v_hat, lam)
 
 
+def fitted_rate(values) -> float:
+    """α of the least-squares fit log x_t = log A + t log α over consecutive steps (the finite
+    values of ``values``, one per step); NaN with fewer than 3 of them."""
+    y = np.log(np.asarray(values, dtype=float))
+    ok = np.isfinite(y)
+    if ok.sum() < 3:
+        return math.nan
+    return float(math.exp(np.polyfit(np.arange(len(y))[ok], y[ok], 1)[0]))
+
+
 def decay_rate(v_hat: np.ndarray, first: int, last: int) -> float:
-    """α of the least-squares fit log v̂_t = log A + t log α over steps first..last
-    (inclusive; v̂ of shape (T,), row t−1 for step t); NaN with fewer than 3 steps."""
-    if last - first < 2:
-        return math.nan
-    t = np.arange(first, last + 1)
-    y = np.log(v_hat[first - 1:last])
-    if not np.all(np.isfinite(y)):
-        return math.nan
-    return float(math.exp(np.polyfit(t, y, 1)[0]))
+    """α of :func:`fitted_rate` over steps first..last (inclusive; v̂ of shape (T,), row t−1
+    for step t); NaN with fewer than 3 steps."""
+    return fitted_rate(v_hat[first - 1:last]) if last - first >= 2 else math.nan
 
 
 def worst_lag_fraction(spikes, crossing_starts) -> float:
@@ -374,6 +378,19 @@ def paper_quadratic_runs(theta0, *, lrs=FIG2_LRS, gd_lr: float = FIG2_GD_LR,
     return {"fig2": dict(zip(lrs, runs[:n])), "gd": runs[n],
             "fig3": dict(zip(fig3_steps, runs[n + 1:n + 1 + len(fig3_steps)])),
             "d2": dict(zip(settings, runs[n + 1 + len(fig3_steps):]))}
+
+
+def runs_for_parameters(p: dict) -> dict:
+    """Chapter 0's runs of the paper's figures under its parameters ``p`` (the notebook's
+    values): θ_1 and ``n_seeds`` starting points log-uniform in [θ_1/2, 2θ_1] under ``seed``
+    (the first is the default run), through :func:`paper_quadratic_runs` with Figure 3 at
+    ``lr`` and β2 ∈ (``beta2``, ``low_beta2``)."""
+    starts = [p["theta0"], *starting_points(p["n_seeds"], p["seed"], low=p["theta0"] / 2,
+                                            high=2 * p["theta0"])]
+    return paper_quadratic_runs(starts, lrs=p["lrs"], gd_lr=p["gd_lr"], fig3_lr=p["lr"],
+                                fig3_beta2=(p["beta2"], p["low_beta2"]), beta1=p["beta1"],
+                                beta2=p["beta2"], eps=p["eps"], steps=p["fig2_steps"],
+                                d2_steps=p["d2_steps"], curvature=p["curvature"])
 
 
 def figure2_table(fig2: dict, k: int = 0):

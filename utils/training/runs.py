@@ -35,7 +35,8 @@ from utils.training.models import MODELS, build_model
 from utils.training.optimizers import (CLIPPERS, OPTIMIZERS, PRECONDITIONED, build_clipper,
                                        build_optimizer, state_reader)
 from utils.events.spikes import SPIKE_FACTOR, SPIKE_WINDOW, Spike, detect_events, float_floor
-from utils.curvature.tracker import MEASUREMENTS, TRACKER_SOLVERS, CurvatureTracker
+from utils.curvature.tracker import (MEASUREMENTS, TRACKER_SOLVERS, CurvatureTracker,
+                                    uncertified_steps)
 from utils.validation import check_adam_hyperparameters, check_choice, check_number, resolve_dtype
 
 
@@ -162,7 +163,7 @@ class RunResult:
         cert = m["eig_certificate"].dropna() if "eig_certificate" in m else pd.Series(dtype=str)
         errors = [c["rel_error"] for c in self.spot_checks]
         return {"tracked_steps": int(len(cert)),
-                "uncertified_steps": int((cert == "none").sum()),
+                "uncertified_steps": uncertified_steps(m),
                 "cold_start_corrections": int(m["eig_corrected"].fillna(0).sum())
                 if "eig_corrected" in m else 0,
                 "spot_checks": len(errors),
