@@ -45,7 +45,7 @@ import torch
 from scipy.sparse.linalg import eigsh
 
 from utils.curvature.adam_state import read_adam_state
-from utils.studies.settings import TRANSFORMER, chapter_config
+from utils.studies.settings import CNN_DIGITS, TRANSFORMER, chapter_config
 from utils.curvature.preconditioned import (PreconditionedHessian, gradient_curvatures,
                                             linear_operator, top_eigenpair)
 from utils.curvature.engine import TrackingEngine, single_model
@@ -67,7 +67,7 @@ except ImportError:  # pragma: no cover - the benchmark then says it was not mea
     hessian_eigenthings = None
 
 
-MODELS = {"mlp": "01_v_decay", "cnn": "03_gradient_alignment", "transformer": TRANSFORMER}
+MODELS = {"mlp": "01_v_decay", "cnn": CNN_DIGITS, "transformer": TRANSFORMER}
 """The chapter models of ``models`` in results.json, by the chapter whose settings they take."""
 
 

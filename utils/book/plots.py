@@ -717,3 +717,38 @@ def plot_figure5(result, remedies: dict):
     legend(f, fontsize="x-small")
     fig.tight_layout()
     return fig
+
+
+def plot_figure6(result):
+    """The paper's Figure 6 on our run: (a) the loss; (b) λ_max(H), λ_max(Ĥ) and λ_grad(Ĥ)
+    (form A) against 2/η; (c) ‖g‖ and ‖√v̂‖ over all parameters (the paper: ‖g‖² per block);
+    (d) ‖√v̂‖ of each weight tensor; (e) the gradient's alignment with Ĥ's top direction."""
+    m, spikes, lr = result.metrics, result.spikes, result.config.lr
+    fig, axes = plt.subplots(2, 3, figsize=(14, 7.2))
+    (a, b, c), (d, e, f) = axes
+    f.remove()
+    plot_loss(m, spikes, ax=a, label="training loss")
+    a.set_title("(a) loss")
+    columns = ("lambda_max_H", "lambda_max_pre", "lambda_grad_pre_a")
+    labels = {**LABELS, "lambda_grad_pre_a": r"$\lambda_{\rm grad}(\hat H)$"}
+    renamed = m.rename(columns={k: labels[k] for k in columns if k in m})
+    plot_curvature(renamed, lr, columns=[labels[k] for k in columns], spikes=spikes, ax=b)
+    b.set_title(r"(b) eigenvalues against $2/\eta$")
+    tracked = m.dropna(subset=["sqrt_v_hat_norm"]) if "sqrt_v_hat_norm" in m else m.iloc[:0]
+    c.semilogy(m["step"], m["grad_norm"], lw=1, color="tab:green", label=r"$\Vert g\Vert$")
+    c.semilogy(tracked["step"], tracked["sqrt_v_hat_norm"], lw=1, color="tab:purple",
+               label=r"$\Vert\sqrt{\hat v}\Vert$")
+    mark_spikes(c, spikes, label=False)
+    c.set(xlabel="step $t$", ylabel="norm", title=r"(c) $\Vert g\Vert$ against $\Vert\sqrt{\hat v}\Vert$")
+    legend(c, fontsize="x-small")
+    for col in [k for k in m if k.startswith("sqrt_v_hat_norm.") and k.endswith("weight")]:
+        d.semilogy(tracked["step"], tracked[col], lw=1, label=col.removeprefix("sqrt_v_hat_norm."))
+    mark_spikes(d, spikes, label=False)
+    d.set(xlabel="step $t$", ylabel=r"$\Vert\sqrt{\hat v}\Vert_2$",
+          title=r"(d) $\Vert\sqrt{\hat v}\Vert$ per weight tensor")
+    legend(d, fontsize="x-small")
+    if "cos_grad_top_sym" in m:
+        plot_alignment(m, spikes, ax=e)
+    e.set_title("(e) the gradient against Ĥ's top direction")
+    fig.tight_layout()
+    return fig

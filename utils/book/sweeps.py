@@ -194,7 +194,7 @@ def resolve_evaluate(evaluate: str):
 
 # ------------------------------------------------------------------------------ tasks, keys
 
-LATER_FIELDS = {"batch_size": 0, "clip": "none"}
+LATER_FIELDS = {"batch_size": 0, "clip": "none", "grad_every": 0}
 """RunConfig fields added after sweeps were first stored, with their default: a config that
 leaves one at its default is written (and keyed) without it, so the keys of stored tables stay
 valid and a new field only enters the key of the configs that use it."""
@@ -654,6 +654,9 @@ def _register_chapter_sweeps() -> None:
             name=chapter, configs=chapter_runs(chapter, progress=False),
             seeds=tuple(range(CHAPTER_SEEDS)), evaluate=evaluate, trains=trains,
             seeds_per_task=8 if chapter in ("01_v_decay", "02_lambda_max_crossing") else 4,
+            # chapter 3's CNN of the paper's size: one seed at a time (a batch of its seeds is
+            # slower than the seeds in turn, and holds several copies of its activations)
+            batch_models=() if chapter == "03_gradient_alignment" else None,
             description=f"chapter {chapter[:2]}'s default run over seeds 0-{CHAPTER_SEEDS - 1}"))
 
 

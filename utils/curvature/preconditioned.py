@@ -188,8 +188,9 @@ def _lobpcg(operator, v0, abs_tol, max_iter):
 
 
 def gradient_curvatures(hessian: LossHessian, preconditioner: torch.Tensor | None = None,
-                        c: float = 1.0) -> dict[str, float]:
-    """Curvature along the gradient g = ∇L of ``hessian``; two Hessian-vector products.
+                        c: float = 1.0, raw: bool = True) -> dict[str, float]:
+    """Curvature along the gradient g = ∇L of ``hessian``; two Hessian-vector products (one,
+    H (D g), with ``raw=False``, which leaves ``lambda_grad_H`` out).
 
     Returns
     -------
@@ -202,8 +203,9 @@ def gradient_curvatures(hessian: LossHessian, preconditioner: torch.Tensor | Non
     g = hessian.gradient
     d = torch.ones_like(g) if preconditioner is None else preconditioner.to(g.dtype)
     dg = d * g
-    values = curvatures_along_gradient(g, dg, hessian.matvec(g), hessian.matvec(dg), c)
-    return {k: float(v) for k, v in values.items()}
+    values = curvatures_along_gradient(g, dg, hessian.matvec(g) if raw else None,
+                                       hessian.matvec(dg), c)
+    return {k: float(v) for k, v in values.items() if raw or k != "lambda_grad_H"}
 
 
 def curvatures_along_gradient(g, dg, hg, hdg, c) -> dict[str, np.ndarray]:

@@ -91,7 +91,8 @@ def spike_summary(result) -> dict:
     crossing leading into the spike), ``grad_matched`` (1/0), ``grad_lead``, ``early_grad``
     (λ_grad crossings in the calm stretch), ``update_after_grad`` (λ_update's crossing in the
     window minus λ_grad's), ``h_change`` (λ_max(H)'s max/min − 1 over the calm stretch),
-    ``h_over_threshold`` (its largest value after the warm-up over 2/η), ``g_over_sqrt_v``,
+    ``h_over_threshold`` (its largest value after the warm-up over 2/η), ``g_over_sqrt_v`` (at
+    the last tracked step before the start),
     ``v_rate_worst`` and ``v_hat_rate_worst`` (the block whose rate is farthest from β2, as
     that rate), ``drift_h`` and ``align_rise``."""
     m, cfg = result.metrics, result.config
@@ -133,21 +134,31 @@ def spike_summary(result) -> dict:
             out["h_change"] = float(h.max() / h.min() - 1)
         if "cos_top_consecutive_H" in calm:
             out["drift_h"] = float(calm["cos_top_consecutive_H"].median())
-        blocks = [c for c in calm if c.startswith("sqrt_v_hat_norm.")]
-        if blocks:
-            bias = 1.0 - cfg.beta2 ** calm["step"].to_numpy(dtype=float)
-            hat = {b: fitted_rate(calm[b].to_numpy() ** 2) for b in blocks}
-            raw = {b: fitted_rate(calm[b].to_numpy() ** 2 * bias) for b in blocks}
-            worst = lambda rates: max(rates.values(), key=lambda r: abs(r - cfg.beta2))  # noqa
-            out.update(v_rate_worst=worst(raw), v_hat_rate_worst=worst(hat))
+        out["v_rate_worst"], out["v_hat_rate_worst"] = worst_decay_rates(calm, cfg.beta2)
         if "cos_grad_top_H" in m:
             during = m[(m["step"] >= s.start) & (m["step"] <= s.peak)]["cos_grad_top_H"]
             out["align_rise"] = float(during.max() - calm["cos_grad_top_H"].median())
-    before = m[m["step"] == s.start - 1]
-    if len(before) and "sqrt_v_hat_norm" in m:
-        out["g_over_sqrt_v"] = float(before["grad_norm"].iloc[0]
-                                     / before["sqrt_v_hat_norm"].iloc[0])
+    if "sqrt_v_hat_norm" in m:   # the last tracked step before the start (t − 1 when every step is)
+        before = m[(m["step"] < s.start) & m["sqrt_v_hat_norm"].notna()].tail(1)
+        if len(before):
+            out["g_over_sqrt_v"] = float(before["grad_norm"].iloc[0]
+                                         / before["sqrt_v_hat_norm"].iloc[0])
     return out
+
+
+def worst_decay_rates(stretch, beta2: float) -> tuple[float, float]:
+    """(raw v, v̂): over the rows of ``stretch`` (one per step, consecutive; untracked rows NaN),
+    the least-squares decay rate of Σv per parameter tensor (from ``sqrt_v_hat_norm.<name>``:
+    Σv̂ = ‖√v̂‖², Σv = Σv̂ (1 − β2^t)), and of each the tensor's rate farthest from ``beta2``;
+    NaN where nothing was recorded."""
+    blocks = [c for c in stretch if c.startswith("sqrt_v_hat_norm.")]
+    if not blocks:
+        return math.nan, math.nan
+    bias = 1.0 - beta2 ** stretch["step"].to_numpy(dtype=float)
+    hat = [fitted_rate(stretch[b].to_numpy() ** 2) for b in blocks]
+    raw = [fitted_rate(stretch[b].to_numpy() ** 2 * bias) for b in blocks]
+    worst = lambda rates: max(rates, key=lambda r: abs(r - beta2) if math.isfinite(r) else -1)  # noqa
+    return worst(raw), worst(hat)
 
 
 def remedy_runs(config: RunConfig, base, start: float) -> dict:

@@ -16,9 +16,9 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
-from utils.studies.claims import alignment_verdicts, v_decay_verdicts
+from utils.studies.claims import v_decay_verdicts
 from utils.curvature.tracker import uncertified_steps
-from utils.training.runs import find_events, parameter_count
+from utils.training.runs import find_events
 from utils.events.spikes import CROSSING_HYSTERESIS, HYSTERESES, SPIKE_FACTOR, SPIKE_FACTORS
 from utils.studies.verdicts import Verdict
 
@@ -29,22 +29,17 @@ least 75 % of the seeds that spiked (a seed without the verdict's numbers counts
 JUDGED = {
     "01_v_decay": ("decoupled", "crossing_predicted_by_decay", "lambda_pre_rises_at_decay_rate",
                    "lambda_H_flat_below_threshold"),
-    "03_gradient_alignment": ("calm_as_unaligned_as_chance", "onset_alignment_large"),
 }
 """The verdicts of each chapter that are judged over seeds (preconditions such as
-"the run has spikes" are not). Chapters 2 and 4 judge the paper's statements about its Figures
-5 and 4 instead (:mod:`utils.studies.crossing`, :mod:`utils.studies.onset`)."""
-BEYOND_THE_PAPER = ("calm_as_unaligned_as_chance",)
-"""Judged verdicts that test a stricter reading than the paper's text: calm alignment as low as
-a random direction's (the paper says only that alignment rises at the spike)."""
+"the run has spikes" are not). Chapters 2, 3 and 4 judge the paper's statements about its
+Figures 5, 6 and 4 instead (:mod:`utils.studies.crossing`, :mod:`utils.studies.alignment`,
+:mod:`utils.studies.onset`)."""
 
 
 def chapter_verdicts(chapter: str, result, hysteresis: float = CROSSING_HYSTERESIS) -> list[Verdict]:
     """The verdicts of ``chapter`` (one of :data:`JUDGED`) on one run."""
     if chapter == "01_v_decay":
         return v_decay_verdicts(result, hysteresis=hysteresis)
-    if chapter == "03_gradient_alignment":   # no crossing in these verdicts
-        return alignment_verdicts(result, n_params=parameter_count(result.config))
     raise ValueError(f"chapter must be one of {list(JUDGED)}, got {chapter!r}")
 
 
@@ -70,11 +65,10 @@ def seed_row(chapter: str, result) -> dict:
             row[f"n_spikes@K{factor:g}"] = len(other.spikes)
             row.update({f"{v.name}@K{factor:g}": bool(v.passed)
                         for v in chapter_verdicts(chapter, other)})
-    if chapter != "03_gradient_alignment":
-        for h in HYSTERESES:
-            if h != CROSSING_HYSTERESIS:
-                row.update({f"{v.name}@h{h:g}": bool(v.passed)
-                            for v in chapter_verdicts(chapter, result, hysteresis=h)})
+    for h in HYSTERESES:
+        if h != CROSSING_HYSTERESIS:
+            row.update({f"{v.name}@h{h:g}": bool(v.passed)
+                        for v in chapter_verdicts(chapter, result, hysteresis=h)})
     return row
 
 
@@ -91,11 +85,6 @@ def _number(x):
 def seeds_01(results):
     """Sweep rows of chapter 1 (the ``evaluate`` of its seed sweep)."""
     return [seed_row("01_v_decay", r) for r in results]
-
-
-def seeds_03(results):
-    """Sweep rows of chapter 3."""
-    return [seed_row("03_gradient_alignment", r) for r in results]
 
 
 def bootstrap_ci(values, statistic=np.median, level: float = 0.95,
@@ -172,9 +161,8 @@ def sensitivity_table(table: pd.DataFrame, chapter: str) -> pd.DataFrame:
     seeds in which it holds."""
     settings = [(f"spike_factor = {k:g}", "" if k == SPIKE_FACTOR else f"@K{k:g}",
                  "n_spikes" if k == SPIKE_FACTOR else f"n_spikes@K{k:g}") for k in SPIKE_FACTORS]
-    if chapter != "03_gradient_alignment":
-        settings += [(f"hysteresis = {h:g}", "" if h == CROSSING_HYSTERESIS else f"@h{h:g}",
-                      "n_spikes") for h in HYSTERESES]
+    settings += [(f"hysteresis = {h:g}", "" if h == CROSSING_HYSTERESIS else f"@h{h:g}",
+                  "n_spikes") for h in HYSTERESES]
     rows = []
     for label, suffix, spikes_col in settings:
         row = {"setting": label + (" (default)" if not suffix else ""),

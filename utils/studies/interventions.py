@@ -301,8 +301,9 @@ def run_branches(base: RunResult, fork: int, until: int, seed: int = 0,
     return (rows, results) if keep else rows
 
 
-INTERVENTION_CHAPTERS = ("01_v_decay", "03_gradient_alignment", "transformer_mod11")
-"""The architectures forked: chapter 1's MLP, chapter 3's CNN and the book's one-layer Transformer
+INTERVENTION_CHAPTERS = ("01_v_decay", "cnn_digits8", "transformer_mod11")
+"""The architectures forked: chapter 1's MLP, the small CNN on 8×8 digits
+(:data:`utils.studies.settings.CNN_DIGITS`) and the book's one-layer Transformer
 (:data:`utils.studies.settings.TRANSFORMER`)."""
 FORKED_SPIKES = {"mlp": 2, "cnn": 1, "transformer": 1}
 """Spikes forked per seed (the first ones preceded by a crossing), set by the sweep's budget

@@ -34,7 +34,7 @@ import pandas as pd
 
 from utils.curvature.adam_state import momentum_factor
 
-ARCHITECTURES = {"mlp": "01_v_decay", "cnn": "03_gradient_alignment",
+ARCHITECTURES = {"mlp": "01_v_decay", "cnn": "cnn_digits8",
                  "transformer": "transformer_mod11"}
 """Architecture -> the chapter whose default run (model, data, η, steps) it trains."""
 MITIGATION_SEEDS = tuple(range(10))

@@ -41,7 +41,7 @@ CURVATURE = ("lambda_max_pre", "alignment", "lambda_grad")
 """What the tracker measures in every predictor run (λ_max(Ĥ), the alignment, λ_grad(Ĥ))."""
 SETTINGS = {
     ("mlp", "full batch"): ("01_v_decay", {}),
-    ("cnn", "full batch"): ("03_gradient_alignment", {}),
+    ("cnn", "full batch"): ("cnn_digits8", {}),
     ("transformer", "full batch"): ("transformer_mod11", {}),
     ("transformer", "batch 64"): ("transformer_mod11", {"batch_size": 64, "lr": 0.02,
                                                      "steps": 3000}),

@@ -5,10 +5,12 @@ papermill's notebook inspection), so the committed cell is the one place they ar
 studies (interventions, predictors, mitigations, phase) build their runs on these configs, and so
 do the chapter sweeps, the benchmark and the tests.
 
-One setting is not a chapter's any more: :data:`TRANSFORMER`, the one-layer Transformer on
-(a + b) mod 11 that chapters 5-8 study. It was chapter 4's run until chapter 4 moved to the
-paper's own Figure 4; its parameters are frozen in :data:`FROZEN_PARAMETERS`, so the stored
-sweeps of chapters 5-8 still describe the runs their configs name.
+Two settings are not a chapter's any more: :data:`TRANSFORMER`, the one-layer Transformer on
+(a + b) mod 11 that chapters 5-8 study, was chapter 4's run until chapter 4 moved to the paper's
+own Figure 4; :data:`CNN_DIGITS`, the small CNN on 8×8 digits of chapters 5-7, was chapter 3's
+until chapter 3 moved to the paper's Figure 6. Their parameters are frozen in
+:data:`FROZEN_PARAMETERS`, so the stored sweeps of chapters 5-8 still describe the runs their
+configs name.
 """
 from __future__ import annotations
 
@@ -45,9 +47,13 @@ def chapter_defaults(chapter: str) -> dict:
 
 TRANSFORMER = "transformer_mod11"
 """The name of the frozen Transformer setting of chapters 5-8 (module docstring)."""
-FROZEN_PARAMETERS = {TRANSFORMER: dict(
-    d_model=16, n_heads=2, n_layers=1, modulus=11, lr=0.03, beta1=0.9, beta2=0.999, eps=1e-8,
-    steps=1500, seed=0, track_every=3, dtype="float64")}
+CNN_DIGITS = "cnn_digits8"
+"""The name of the frozen small-CNN setting of chapters 5-7 (module docstring)."""
+FROZEN_PARAMETERS = {
+    TRANSFORMER: dict(d_model=16, n_heads=2, n_layers=1, modulus=11, lr=0.03, beta1=0.9,
+                      beta2=0.999, eps=1e-8, steps=1500, seed=0, track_every=3, dtype="float64"),
+    CNN_DIGITS: dict(channels=8, activation="tanh", n_images=128, lr=0.03, beta1=0.9,
+                     beta2=0.999, eps=1e-8, steps=2000, seed=0, track_every=2, dtype="float64")}
 """Settings whose parameters live here rather than in a chapter's parameters cell."""
 
 
@@ -59,8 +65,8 @@ def setting_defaults(setting: str) -> dict:
 
 
 def chapter_config(chapter: str, params: dict | None = None, **overrides):
-    """The :class:`~utils.training.runs.RunConfig` of a chapter's run (chapters 1-4, or the
-    frozen :data:`TRANSFORMER`) from its
+    """The :class:`~utils.training.runs.RunConfig` of a chapter's run (chapters 1-4, or a
+    frozen setting, :data:`TRANSFORMER` or :data:`CNN_DIGITS`) from its
     parameters (``params``: the notebook's values, as :func:`utils.book.chapters.chapter_parameters`
     returns them; default: the chapter's defaults), with ``overrides`` applied. The notebooks, the
     seed sweeps, the benchmark and the engine's tests all build their runs here."""
@@ -84,7 +90,16 @@ def chapter_config(chapter: str, params: dict | None = None, **overrides):
                                n_points=p["n_points"], dim=p["input_dim"], noise=p["noise"]),
                            **common, measure=("lambda_max_H", "lambda_max_pre", "lambda_grad",
                                               "lambda_update", "alignment", "v_norms"))
-    elif chapter == "03_gradient_alignment":
+    elif chapter == "03_gradient_alignment":   # the paper's Figure 6
+        config = RunConfig(model="lenet", model_kwargs=dict(channels=list(p["channels"]),
+                                                            hidden=p["hidden"],
+                                                            activation=p["activation"]),
+                           data="digits", data_kwargs=dict(
+                               n_images=p["n_images"], image_size=p["image_size"], channels=3),
+                           **common, grad_every=p["grad_every"], threads=p["threads"],
+                           measure=("lambda_max_H", "lambda_max_pre", "alignment",
+                                    "lambda_grad", "v_norms"))
+    elif chapter == CNN_DIGITS:
         config = RunConfig(model="cnn", model_kwargs=dict(channels=p["channels"],
                                                           activation=p["activation"]),
                            data="digits", data_kwargs=dict(n_images=p["n_images"]), **common,
@@ -143,6 +158,8 @@ def chapter_evaluate(chapter: str) -> tuple[str, bool]:
         raise ValueError(f"chapter must be one of {list(SEED_CHAPTERS)}, got {chapter!r}")
     if chapter == "02_lambda_max_crossing":
         return "utils.studies.crossing:figure5_rows", True
+    if chapter == "03_gradient_alignment":
+        return "utils.studies.alignment:figure6_rows", False
     if chapter == "04_spike_onset":
         return "utils.studies.onset:figure4_rows", False
     return f"utils.studies.ensemble:seeds_{chapter[:2]}", False

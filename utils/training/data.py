@@ -89,21 +89,32 @@ def quadratic_target(n_points: int = 200, dim: int = 50, noise: float = 0.1, see
                     "noise": noise})
 
 
-def digits(n_images: int = 128, seed: int = 0, dtype="float64") -> Dataset:
+def digits(n_images: int = 128, seed: int = 0, image_size: int = 8, channels: int = 1,
+           dtype="float64") -> Dataset:
     """scikit-learn's 8×8 digits: ``n_images`` drawn without replacement under ``seed``.
 
-    inputs (N, 1, 8, 8) scaled to [0, 1]; targets (N, 10) one-hot.
+    inputs (N, channels, image_size, image_size) scaled to [0, 1]: the 8×8 images, resized
+    bilinearly when ``image_size`` is not 8 and repeated over ``channels``; targets (N, 10)
+    one-hot. ``image_size=32, channels=3`` gives CIFAR-10's shape, the book's stand-in for the
+    paper's 50 CIFAR-10 images (chapter 3), which cannot be downloaded here.
     """
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
     check_number("n_images", n_images, low=1, high=len(bunch.target), integer=True)
+    check_number("image_size", image_size, low=8, high=256, integer=True)
+    check_number("channels", channels, low=1, high=4, integer=True)
     rng = np.random.default_rng(check_number("seed", seed, low=0, integer=True))
     idx = np.sort(rng.choice(len(bunch.target), size=n_images, replace=False))
     dt = resolve_dtype(dtype)
-    x = torch.tensor(bunch.images[idx] / 16.0, dtype=dt).unsqueeze(1)
+    x = torch.tensor(bunch.images[idx] / 16.0, dtype=torch.float64).unsqueeze(1)
+    if image_size != 8:
+        x = torch.nn.functional.interpolate(x, size=image_size, mode="bilinear",
+                                            align_corners=False)
+    x = x.repeat(1, channels, 1, 1).to(dt)
     y = torch.nn.functional.one_hot(torch.tensor(bunch.target[idx]), 10).to(dt)
-    return Dataset(x, y, {"name": "digits", "n_images": n_images})
+    return Dataset(x, y, {"name": "digits", "n_images": n_images, "image_size": image_size,
+                          "channels": channels})
 
 
 def modular_addition(modulus: int = 11, dtype="float64") -> Dataset:

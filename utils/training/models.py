@@ -2,6 +2,8 @@
 
 * :class:`MLP` — fully connected, width/depth/activation as arguments.
 * :class:`SmallCNN` — two 3×3 convolutions and a linear read-out for 8×8 images.
+* :class:`LeNetCNN` — conv-pool-conv-pool and two linear layers for 32×32×3 images, about
+  500,000 parameters: the size of the paper's CNN (its Figure 6).
 * :class:`Transformer` — a small pre-LayerNorm decoder-only Transformer with causal attention
   through ``scaled_dot_product_attention`` (the HVP code forces its math backend).
 * :class:`Quadratic` — the 1-D quadratic f(θ) = a θ² / 2 (its output is the loss itself).
@@ -82,6 +84,36 @@ class SmallCNN(nn.Module):
         return self.net(x)
 
 
+class LeNetCNN(nn.Module):
+    """Images (batch, in_channels, image_size, image_size) -> (batch, n_classes):
+    conv3×3(in→c1, padding 1)-act-maxpool2-conv3×3(c1→c2, padding 1)-act-maxpool2-
+    linear(c2·(image_size/4)²→hidden)-act-linear(hidden→n_classes), PyTorch's default
+    initialisation. The defaults (32, 64, 120 on 32×32×3) have 512,242 parameters, about the
+    paper's "approximately 500,000" (its Appendix E gives no layers)."""
+
+    def __init__(self, channels: tuple = (32, 64), hidden: int = 120, n_classes: int = 10,
+                 in_channels: int = 3, image_size: int = 32, activation: str = "relu"):
+        super().__init__()
+        if len(channels) != 2:
+            raise ValueError(f"channels must be two numbers (c1, c2), got {channels!r}")
+        c1, c2 = (check_number("channels", c, low=1, integer=True) for c in channels)
+        check_number("hidden", hidden, low=1, integer=True)
+        check_number("n_classes", n_classes, low=1, integer=True)
+        check_number("in_channels", in_channels, low=1, integer=True)
+        check_number("image_size", image_size, low=4, integer=True)
+        if image_size % 4:
+            raise ValueError(f"image_size must be a multiple of 4, got {image_size}")
+        act = ACTIVATIONS[check_choice("activation", activation, ACTIVATIONS)]
+        side = image_size // 4
+        self.net = nn.Sequential(
+            nn.Conv2d(in_channels, c1, 3, padding=1), act(), nn.MaxPool2d(2),
+            nn.Conv2d(c1, c2, 3, padding=1), act(), nn.MaxPool2d(2), nn.Flatten(),
+            nn.Linear(c2 * side * side, hidden), act(), nn.Linear(hidden, n_classes))
+
+    def forward(self, x):
+        return self.net(x)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, d_model: int, n_heads: int):
         super().__init__()
@@ -151,7 +183,7 @@ class Quadratic(nn.Module):
         return 0.5 * self.curvature * (self.theta ** 2).sum()
 
 
-MODELS = {"mlp": MLP, "cnn": SmallCNN, "transformer": Transformer, "quadratic": Quadratic}
+MODELS = {"mlp": MLP, "cnn": SmallCNN, "lenet": LeNetCNN, "transformer": Transformer, "quadratic": Quadratic}
 
 
 def build_model(name: str, *, seed: int = 0, dtype: torch.dtype = torch.float64,

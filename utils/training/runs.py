@@ -35,6 +35,7 @@ from utils.training.models import MODELS, build_model
 from utils.training.optimizers import (CLIPPERS, OPTIMIZERS, PRECONDITIONED, build_clipper,
                                        build_optimizer, state_reader)
 from utils.events.spikes import SPIKE_FACTOR, SPIKE_WINDOW, Spike, detect_events, float_floor
+from utils.curvature.preconditioned import gradient_curvatures
 from utils.curvature.tracker import (MEASUREMENTS, TRACKER_SOLVERS, CurvatureTracker,
                                     uncertified_steps)
 from utils.validation import check_adam_hyperparameters, check_choice, check_number, resolve_dtype
@@ -44,7 +45,10 @@ from utils.validation import check_adam_hyperparameters, check_choice, check_num
 class RunConfig:
     """Every knob of a run. Units: ``lr`` is η; steps count optimizer updates (t = 1..steps).
 
-    ``track_every`` = k measures the curvature at steps k, 2k, ... (0: never). ``data`` is
+    ``track_every`` = k measures the curvature at steps k, 2k, ... (0: never);
+    ``grad_every`` = j > 0 also measures λ_grad(Ĥ) (forms A and B, one Hessian-vector product)
+    at the steps j, 2j, ... in between, where the eigenvalues are not solved (0: only at tracked
+    steps; it needs ``"lambda_grad"`` in ``measure``). ``data`` is
     ignored by the quadratic model. ``threads`` is passed to ``torch.set_num_threads``.
     ``spike_factor``, ``spike_window`` and ``spike_floor`` are the book's one event definition
     (:mod:`utils.events.spikes`); ``spike_floor`` is relative to the first loss, and None means the
@@ -69,6 +73,7 @@ class RunConfig:
     steps: int = 1000
     seed: int = 0
     track_every: int = 10
+    grad_every: int = 0
     measure: tuple = MEASUREMENTS
     dtype: str = "float64"
     hvp_method: str = "autograd"
@@ -94,6 +99,10 @@ class RunConfig:
         check_number("steps", self.steps, low=1, integer=True)
         check_number("seed", self.seed, low=0, integer=True)
         check_number("track_every", self.track_every, low=0, integer=True)
+        check_number("grad_every", self.grad_every, low=0, integer=True)
+        if self.grad_every and "lambda_grad" not in self.measure:
+            raise ValueError("grad_every: measuring λ_grad(Ĥ) between tracked steps needs "
+                             f"'lambda_grad' in measure, got {tuple(self.measure)}")
         for m in self.measure:
             check_choice("measure", m, MEASUREMENTS)
         resolve_dtype(self.dtype)
@@ -238,8 +247,11 @@ def build_model_for(config: RunConfig, data) -> torch.nn.Module:
     if config.model == "mlp":
         kwargs.setdefault("in_dim", data.inputs.shape[1])
         kwargs.setdefault("out_dim", data.targets.shape[1])
-    elif config.model == "cnn":
+    elif config.model in ("cnn", "lenet"):
         kwargs.setdefault("n_classes", data.targets.shape[1])
+        if config.model == "lenet":
+            kwargs.setdefault("in_channels", data.inputs.shape[1])
+            kwargs.setdefault("image_size", data.inputs.shape[-1])
     elif config.model == "transformer":
         kwargs.setdefault("vocab_size", data.info["vocab_size"])
         kwargs.setdefault("seq_len", data.info["seq_len"])
@@ -348,9 +360,12 @@ def run(config: RunConfig, *, resume: Checkpoint | None = None, checkpoint_steps
     for step in bar:
         t_step = time.perf_counter()
         tracked = config.track_every > 0 and step % config.track_every == 0
+        grad_only = (not tracked and preconditioned and config.grad_every > 0
+                     and step % config.grad_every == 0)
         hessian, update_loss = None, loss_fn
-        if tracked or data is None:
-            hessian, loss, grad = step_gradient(loss_fn, params, tracked, config.hvp_method)
+        if tracked or grad_only or data is None:
+            hessian, loss, grad = step_gradient(loss_fn, params, tracked or grad_only,
+                                                config.hvp_method)
         else:
             with math_attention(), torch.no_grad():
                 loss = loss_fn(params)
@@ -390,6 +405,10 @@ def run(config: RunConfig, *, resume: Checkpoint | None = None, checkpoint_steps
         if tracked:
             state = read_state(opt) if preconditioned else None
             row.update(tracker.measure(hessian, state, v_prev, step=step))
+        elif grad_only:
+            state = read_state(opt)
+            row.update(gradient_curvatures(hessian, state.preconditioner, state.c,
+                                           raw=False))
         times[tracked].append(time.perf_counter() - t_step - t_signals)
         rows.append(row)
         if step % 100 == 0:

@@ -106,10 +106,10 @@ def check_seed_run(config: RunConfig, seeds) -> list[int]:
 
 def batchable(config: RunConfig) -> bool:
     """Whether :func:`run_seeds` can train ``config``: torch's Adam, no clipper, full batch, a
-    model with data (the other runs are trained one seed at a time by
+    model with data, λ_grad(Ĥ) only at tracked steps (the other runs are trained one seed at a time by
     :func:`utils.training.runs.run`)."""
     return (config.optimizer == "adam" and config.clip == "none" and not config.batch_size
-            and config.model != "quadratic")
+            and config.model != "quadratic" and not config.grad_every)
 
 
 def run_seeds(config: RunConfig, seeds) -> list[RunResult]:
@@ -134,6 +134,9 @@ def run_seeds(config: RunConfig, seeds) -> list[RunResult]:
     if config.batch_size:
         raise ValueError("batch_size: seed batching trains full batch (0); run mini-batches "
                          "with utils.training.runs.run")
+    if config.grad_every:
+        raise ValueError("grad_every: seed batching measures λ_grad(Ĥ) at tracked steps only "
+                         "(0); run utils.training.runs.run for λ_grad between them")
     torch.set_num_threads(config.threads)
     params, losses = stacked_problem(config, seeds)
     layout = SeedLayout(params)
