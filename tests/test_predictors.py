@@ -20,14 +20,14 @@ def synthetic_metrics(n=400, track_every=4, seed=0):
                       "spam_ratio": 10 ** rng.uniform(0, 5, n),
                       "stableadamw_rms": rng.uniform(0, 3, n), "secant": rng.uniform(0, 300, n),
                       "critical_step": rng.uniform(0, 5, n), "critical_forwards": 7})
-    for col in ("lambda_grad_pre", "lambda_max_pre", "cos_grad_top"):
+    for col in ("lambda_grad_pre_a", "lambda_grad_pre", "lambda_max_pre", "cos_grad_top"):
         m[col] = np.where(tracked, rng.uniform(0, 300 if col != "cos_grad_top" else 1, n), np.nan)
     return m
 
 
 def test_every_signal_gives_one_alarm_per_row_and_tracked_ones_only_where_measured():
     m = synthetic_metrics()
-    tracked = m["lambda_grad_pre"].notna().to_numpy()
+    tracked = m["lambda_grad_pre_a"].notna().to_numpy()
     for name, sig in SIGNALS.items():
         for threshold in sig.thresholds:
             alarms = signal_alarms(name, m, 0.01, threshold)
@@ -35,10 +35,16 @@ def test_every_signal_gives_one_alarm_per_row_and_tracked_ones_only_where_measur
             if sig.tracked:
                 assert not alarms[~tracked].any(), name
         assert sig.default in sig.thresholds, name
-    lam = m["lambda_grad_pre"].to_numpy()
-    np.testing.assert_array_equal(signal_alarms("lambda_grad", m, 0.01, 1.0),
+    lam, lam_b = m["lambda_grad_pre_a"].to_numpy(), m["lambda_grad_pre"].to_numpy()
+    np.testing.assert_array_equal(signal_alarms("lambda_grad", m, 0.01, 1.0),   # the paper's (A)
                                   np.nan_to_num(lam, nan=0) > 200)
+    np.testing.assert_array_equal(signal_alarms("lambda_grad_b", m, 0.01, 1.0),
+                                  np.nan_to_num(lam_b, nan=0) > 200)
+    # the sustained predictor: min(λ(t−1), λ(t), λ(t+1)) > 2/η over tracked steps, raised at t+1
     sustained = signal_alarms("lambda_grad_w3", m, 0.01, 1.0)
+    measured = np.flatnonzero(np.isfinite(lam))
+    window_min = np.minimum(np.minimum(lam[measured][:-2], lam[measured][1:-1]), lam[measured][2:])
+    np.testing.assert_array_equal(np.flatnonzero(sustained), measured[2:][window_min > 200])
     assert sustained.sum() < signal_alarms("lambda_grad", m, 0.01, 1.0).sum()
     # alignment fires only where λ_max(Ĥ) > 2/η as well
     aligned = signal_alarms("alignment", m, 0.01, 0.1)

@@ -113,34 +113,6 @@ def plot_growth_vs_decay(stretch, beta2: float, lr: float, ax=None):
     return ax
 
 
-def plot_spike_windows(metrics, spikes: list[Spike], lr: float, before: int = 120,
-                       after: int = 60, columns=("lambda_max_pre",), max_spikes: int = 4):
-    """One column per spike (at most ``max_spikes``): the curvature columns divided by 2/η
-    (top) and the loss (bottom) from ``before`` steps before detection to ``after`` steps after.
-    A dotted line marks the detection step."""
-    spikes = list(spikes)[:max_spikes]
-    n = max(len(spikes), 1)
-    fig, axes = plt.subplots(2, n, figsize=(3.6 * n, 5), squeeze=False, sharex="col")
-    threshold = 2.0 / lr
-    for k, s in enumerate(spikes):
-        w = metrics[(metrics["step"] >= s.detected - before) & (metrics["step"] <= s.detected + after)]
-        top, bottom = axes[0, k], axes[1, k]
-        for col in columns:
-            sub = w.dropna(subset=[col])
-            top.plot(sub["step"], sub[col] / threshold, lw=1.2, label=LABELS.get(col, col))
-        top.axhline(1.0, color="k", ls="--", lw=1, label=r"$2/\eta$")
-        bottom.semilogy(w["step"], w["loss"], lw=1)
-        for ax in (top, bottom):
-            ax.axvline(s.detected, color="tab:red", ls=":", lw=1.2)
-        top.set_title(f"spike detected at step {s.detected}", fontsize="small")
-        bottom.set_xlabel("step $t$")
-    axes[0, 0].set_ylabel(r"curvature $\times\, \eta/2$")
-    axes[1, 0].set_ylabel("loss")
-    legend(axes[0, 0], fontsize="small", loc="best")
-    fig.tight_layout()
-    return fig
-
-
 def plot_alignment(metrics, spikes: list[Spike] = (), ax=None):
     """|cos| between the gradient and the top eigendirection of Ĥ against step (log scale)."""
     ax = ax or plt.gca()
@@ -153,21 +125,6 @@ def plot_alignment(metrics, spikes: list[Spike] = (), ax=None):
     ax.set_xlabel("step $t$")
     ax.set_ylabel("alignment $|\\cos|$")
     legend(ax, loc="lower left", fontsize="small")
-    return ax
-
-
-def plot_alignment_histogram(phases, column: str = "cos_grad_top_sym", ax=None,
-                             chance: float | None = None):
-    """Histogram of the cosine in each phase (from ``claims.alignment_phases``), with the median
-    |cos| of a random direction (``chance``) as a dotted line."""
-    ax = ax or plt.gca()
-    data = phases[phases[column] > 0]
-    sns.histplot(data=data, x=column, hue="phase", log_scale=True, bins=30, element="step",
-                 stat="density", common_norm=False, ax=ax)
-    if chance is not None:
-        ax.axvline(chance, color="k", ls=":", lw=1.2)
-        ax.text(chance, ax.get_ylim()[1] * 0.95, " random direction", fontsize="x-small", va="top")
-    ax.set_xlabel(r"$|\cos(D^{1/2}g,\, u)|$")
     return ax
 
 

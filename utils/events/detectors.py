@@ -273,13 +273,17 @@ class Signal:
 
 _RATIO = (0.5, 0.75, 1.0, 1.5, 2.0)
 SIGNALS = {s.name: s for s in (
-    Signal("lambda_grad", "lambda_grad_pre", _RATIO, 1.0, True,
-           "λ_grad(Ĥ) > thr · 2/η", "Bai et al. 2026 (the paper's predictor)"),
-    Signal("lambda_grad_w3", "lambda_grad_pre", _RATIO, 1.0, True,
-           "λ_grad(Ĥ) > thr · 2/η on 3 tracked steps in a row",
-           "Bai et al. 2026 (sustained, their rule for mini-batches)"),
-    Signal("lambda_grad_w10", "lambda_grad_pre", _RATIO, 1.0, True,
+    Signal("lambda_grad", "lambda_grad_pre_a", _RATIO, 1.0, True,
+           "λ_grad(Ĥ) = gᵀĤg/‖g‖² > thr · 2/η", "Bai et al. 2026 (the paper's predictor, form A)"),
+    Signal("lambda_grad_w3", "lambda_grad_pre_a", _RATIO, 1.0, True,
+           "min of λ_grad(Ĥ) over 3 tracked steps in a row > thr · 2/η, raised at the third",
+           "Bai et al. 2026 (the sustained predictor min(λ(t−1), λ(t), λ(t+1)), raised at t+1; "
+           "their rule for mini-batches)"),
+    Signal("lambda_grad_w10", "lambda_grad_pre_a", _RATIO, 1.0, True,
            "λ_grad(Ĥ) > thr · 2/η on 10 tracked steps in a row", "Bai et al. 2026 (sustained)"),
+    Signal("lambda_grad_b", "lambda_grad_pre", _RATIO, 1.0, True,
+           "λ_grad(Ĥ) in form (B), c(Dg)ᵀH(Dg)/(gᵀDg), > thr · 2/η",
+           "this book (the Rayleigh quotient of Ĥ's symmetric form along D^{1/2}g)"),
     Signal("lambda_max", "lambda_max_pre", _RATIO, 1.0, True,
            "λ_max(Ĥ) > thr · 2/η", "Bai et al. 2026; Cohen et al. 2022"),
     Signal("lambda_max_w3", "lambda_max_pre", _RATIO, 1.0, True,

@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from utils.events.spikes import CROSSING_HYSTERESIS, Spike, onset_window, sustained_crossings
+from utils.events.spikes import CROSSING_HYSTERESIS, Spike, sustained_crossings
 from utils.validation import check_number
 from utils.studies.verdicts import Verdict
 
@@ -215,87 +215,6 @@ def random_direction_cosine(n: int, q: float = 0.5) -> float:
 
     check_number("n", n, low=2, integer=True)
     return float(math.sqrt(beta.ppf(q, 0.5, (n - 1) / 2)))
-
-
-def alignment_phases(result, *, onset_before: int = 20, calm_length: int = 150,
-                     quiet: int = 300, column: str = "cos_grad_top_sym") -> pd.DataFrame:
-    """Tracked rows of the stretches before each spike, labelled by ``phase``:
-
-    * ``"calm"``: the calm stretch before a spike (:func:`calm_stretches`) minus its last
-      ``onset_before`` steps, when at least ``quiet`` steps separate the spike's start from the
-      previous spike's end and from the start of training (the initial transient);
-    * ``"between close spikes"``: the same for spikes closer than that, where the previous
-      spike's oscillation is still decaying;
-    * ``"onset"``: the onset window [start − ``onset_before``, start]
-      (:func:`~utils.events.spikes.onset_window`), which ends at the spike's start;
-    * ``"spike"``: from the start to the peak (shown, never judged).
-
-    A ``spike`` column numbers the spike each row belongs to.
-    """
-    m = result.metrics.dropna(subset=[column])
-    spikes = [s for s in result.spikes if not s.diverged]
-    stretches = calm_stretches(m, spikes, length=calm_length, column=column, keep_empty=True)
-    rows, prev_end = [], 0
-    for k, (s, stretch) in enumerate(zip(spikes, stretches)):
-        lo, hi = onset_window(s, onset_before)
-        if stretch is not None:
-            label = "calm" if s.start - prev_end >= quiet else "between close spikes"
-            rows.append(stretch[stretch["step"] < lo].assign(phase=label, spike=k))
-        rows.append(m[(m["step"] >= lo) & (m["step"] <= hi)].assign(phase="onset", spike=k))
-        rows.append(m[(m["step"] > hi) & (m["step"] <= s.peak)].assign(phase="spike", spike=k))
-        prev_end = s.end if s.end is not None else math.inf
-    return pd.concat(rows) if rows else m.iloc[:0].assign(phase=[], spike=[])
-
-
-def alignment_verdicts(result, *, n_params: int, calm_factor: float = 3.0,
-                       onset_min: float = 0.5, onset_before: int = 20,
-                       quiet: int = 300) -> list[Verdict]:
-    """Chapter 3: |cos| between the gradient and the top eigendirection of Ĥ is near 0 in calm
-    phases and rises toward 1 at spike onset.
-
-    The cosine is ``cos_grad_top_sym`` = |cos(D^{1/2} g, u)| in R^n (``n_params`` = n), taken
-    where Ĥ is symmetric (u is the top eigenvector of c D^{1/2} H D^{1/2}). Phases as in
-    :func:`alignment_phases`; the onset window ends at the spike's start.
-
-    ``calm_as_unaligned_as_chance``: the median over "calm" rows is at most ``calm_factor``
-    times the median |cos| of a random direction in R^n (:func:`random_direction_cosine`,
-    reported). A gradient that kept a share of its norm along u in calm phases (the claim
-    false) would sit well above chance and fail.
-    ``onset_alignment_large``: the median over spikes of the largest cosine in the onset window
-    is > ``onset_min``. If the gradient turned into u only once the loss was already rising,
-    the window (which ends at the start) would see calm values and this fails; the largest
-    cosine from start to peak is reported beside it, not judged.
-    """
-    ph = alignment_phases(result, onset_before=onset_before, quiet=quiet)
-    calm = ph[ph["phase"] == "calm"]
-    between = ph[ph["phase"] == "between close spikes"]
-    onset_max = ph[ph["phase"] == "onset"].groupby("spike")["cos_grad_top_sym"].max()
-    spike_max = ph[ph["phase"].isin(["onset", "spike"])].groupby("spike")["cos_grad_top_sym"].max()
-    chance = random_direction_cosine(n_params)
-
-    def med(x):
-        return float(x.median()) if len(x) else math.nan
-
-    calm_med = med(calm["cos_grad_top_sym"])
-    return [
-        Verdict("quiet_spikes_found", f"some spike follows ≥ {quiet} quiet steps",
-                calm["spike"].nunique() > 0,
-                {"spikes": int(ph["spike"].nunique()) if len(ph) else 0,
-                 "spikes_after_quiet": int(calm["spike"].nunique())}),
-        Verdict("calm_as_unaligned_as_chance",
-                f"in calm phases the cosine is no larger than {calm_factor:g}× a random direction's",
-                calm_med <= calm_factor * chance,
-                {"median_calm_cos": calm_med, "random_direction_median_cos": chance,
-                 "calm_over_random": calm_med / chance,
-                 "median_calm_cos_parameter_space": med(calm["cos_grad_top"]),
-                 "median_between_close_spikes_cos": med(between["cos_grad_top_sym"])}),
-        Verdict("onset_alignment_large",
-                f"in the {onset_before} steps up to a spike's start the cosine rises above {onset_min:g} (median over spikes)",
-                med(onset_max) > onset_min,
-                {"median_onset_peak_cos": med(onset_max),
-                 "median_start_to_peak_max_cos": med(spike_max),
-                 "spikes_with_onset_rows": int(len(onset_max))}),
-    ]
 
 
 def instrument_verdict(result, *, max_error: float = 1e-3) -> Verdict:
