@@ -20,6 +20,8 @@ LABELS = {
     "lambda_grad_pre": r"$\lambda_{\rm grad}(\hat H)$ (B)",
     "lambda_grad_pre_a": r"$\lambda_{\rm grad}(\hat H)$ (A)",
 }
+PAPER_GRAD = r"$\lambda_{\rm grad}(\hat H)$"
+"""λ_grad(Ĥ) in the paper's form (A), labelled as the paper labels it, without the form."""
 
 
 
@@ -58,13 +60,15 @@ def plot_loss(metrics, spikes: list[Spike] = (), ax=None, label: str = "loss"):
 
 
 def plot_curvature(metrics, lr: float, columns=("lambda_max_pre", "lambda_max_H"),
-                   spikes: list[Spike] = (), ax=None, log: bool = True):
-    """The named curvature columns against step, with the stability threshold 2/η."""
+                   spikes: list[Spike] = (), ax=None, log: bool = True, labels=None):
+    """The named curvature columns against step, with the stability threshold 2/η; each
+    labelled by ``labels`` (column -> text), else by :data:`LABELS`, else by its name."""
     ax = ax or plt.gca()
+    labels = {**LABELS, **(labels or {})}
     for col in columns:
         if col in metrics:
             sub = metrics.dropna(subset=[col])
-            ax.plot(sub["step"], sub[col], lw=1, label=LABELS.get(col, col))
+            ax.plot(sub["step"], sub[col], lw=1, label=labels.get(col, col))
     ax.axhline(2.0 / lr, color="k", ls="--", lw=1, label=r"$2/\eta$")
     mark_spikes(ax, spikes, label=False)
     if log:
@@ -640,10 +644,8 @@ def plot_figure5(result, remedies: dict):
     legend(a, fontsize="x-small")
     a.set_title("(a) loss and gradient norm")
     columns = ("lambda_max_H", "lambda_max_pre", "lambda_grad_pre_a", "lambda_update_pre")
-    labels = {**LABELS, "lambda_grad_pre_a": r"$\lambda_{\rm grad}(\hat H)$",
-              "lambda_update_pre": r"$\lambda_{\rm update}(\hat H)$"}
-    renamed = m.rename(columns={k: labels[k] for k in columns if k in m})
-    plot_curvature(renamed, lr, columns=[labels[k] for k in columns], spikes=spikes, ax=b)
+    labels = {"lambda_grad_pre_a": PAPER_GRAD, "lambda_update_pre": r"$\lambda_{\rm update}(\hat H)$"}
+    plot_curvature(m, lr, columns=columns, spikes=spikes, ax=b, labels=labels)
     b.set_title(r"(b) eigenvalues against $2/\eta$")
     for col in [k for k in m if k.startswith("sqrt_v_hat_norm.")]:
         c.semilogy(m["step"], m[col], lw=1, label=col.removeprefix("sqrt_v_hat_norm."))
@@ -660,8 +662,8 @@ def plot_figure5(result, remedies: dict):
     legend(d, fontsize="x-small", loc="lower left")
     if spikes:
         s = spikes[0]
-        near = renamed[(m["step"] >= s.start - 40) & (m["step"] <= s.peak + 20)]
-        plot_curvature(near, lr, columns=[labels[k] for k in columns], spikes=[s], ax=e)
+        near = m[(m["step"] >= s.start - 40) & (m["step"] <= s.peak + 20)]
+        plot_curvature(near, lr, columns=columns, spikes=[s], ax=e, labels=labels)
         e.axvline(s.start, color="tab:red", ls=":", lw=1)
     e.set_title("(e) around the first spike")
     f.semilogy(m["step"], m["loss"], lw=1, color="k", label=r"Adam, $\varepsilon = 10^{-8}$")
@@ -686,10 +688,8 @@ def plot_figure6(result):
     f.remove()
     plot_loss(m, spikes, ax=a, label="training loss")
     a.set_title("(a) loss")
-    columns = ("lambda_max_H", "lambda_max_pre", "lambda_grad_pre_a")
-    labels = {**LABELS, "lambda_grad_pre_a": r"$\lambda_{\rm grad}(\hat H)$"}
-    renamed = m.rename(columns={k: labels[k] for k in columns if k in m})
-    plot_curvature(renamed, lr, columns=[labels[k] for k in columns], spikes=spikes, ax=b)
+    plot_curvature(m, lr, columns=("lambda_max_H", "lambda_max_pre", "lambda_grad_pre_a"),
+                   spikes=spikes, ax=b, labels={"lambda_grad_pre_a": PAPER_GRAD})
     b.set_title(r"(b) eigenvalues against $2/\eta$")
     tracked = m.dropna(subset=["sqrt_v_hat_norm"]) if "sqrt_v_hat_norm" in m else m.iloc[:0]
     c.semilogy(m["step"], m["grad_norm"], lw=1, color="tab:green", label=r"$\Vert g\Vert$")

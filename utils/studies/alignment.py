@@ -39,7 +39,7 @@ from utils.studies.claims import random_direction_cosine
 from utils.studies.crossing import CALM, spike_summary, worst_decay_rates
 from utils.studies.ensemble import share_verdict
 from utils.studies.onset import COLUMNS, LEAD, WARMUP, crossings_after_warmup, scores
-from utils.studies.paper import PaperStatement, seed_value
+from utils.studies.paper import PaperStatement, seed_statements
 from utils.studies.quadratic import MUCH_SMALLER, decay_tolerance_text, decays_at
 from utils.studies.verdicts import Verdict
 
@@ -154,13 +154,7 @@ def figure6_statements(table: pd.DataFrame, beta2: float = 0.999,
     :func:`figure6_summary` row per seed, with ``seed``). A statement about spikes is judged
     over the seeds with a spike (a seed without one has NaN there and fails its tolerance);
     "our default run" is seed ``default_seed`` of the sweep."""
-    n_spiked = int((table["n_spikes"] > 0).sum())
-    over = f"over the {len(table)} seeds ({n_spiked} with a spike)"
-
-    def row(key, figure, statement, quantity, column, tolerance, holds, **kw):
-        return PaperStatement(key, figure, statement, f"{quantity}, {over}",
-                              seed_value(table, column, default_seed),
-                              table[column].to_numpy(dtype=float), tolerance, holds, **kw)
+    row = seed_statements(table, default_seed)
 
     low, high = PAPER_SPIKES / 2, PAPER_SPIKES * 2
     return [

@@ -38,7 +38,7 @@ from utils.events.spikes import sustained_crossings
 from utils.studies.ensemble import share_verdict
 from utils.studies.interventions import Intervention, SetHyperparameter, checkpoint_at
 from utils.studies.onset import LEAD, WARMUP, crossings_after_warmup
-from utils.studies.paper import PaperStatement, seed_value
+from utils.studies.paper import PaperStatement, seed_statements
 from utils.studies.quadratic import (MUCH_SMALLER, decay_tolerance_text, decays_at,
                                      fitted_rate)
 from utils.studies.verdicts import Verdict
@@ -217,13 +217,7 @@ def figure5_statements(table: pd.DataFrame, beta2: float = 0.999,
     """The rows of chapter 2's "paper vs book" table from the stored sweep (one
     :func:`figure5_rows` row per seed); a seed without a spike has NaN quantities, which fail
     their tolerance. "Our default run" is seed ``default_seed`` of the sweep."""
-    n_spiked = int((table["n_spikes"] > 0).sum())
-    over = f"over the {len(table)} seeds ({n_spiked} with a spike)"
-
-    def row(key, figure, statement, quantity, column, tolerance, holds, **kw):
-        return PaperStatement(key, figure, statement, f"{quantity}, {over}",
-                              seed_value(table, column, default_seed),
-                              table[column].to_numpy(dtype=float), tolerance, holds, **kw)
+    row = seed_statements(table, default_seed)
 
     return [
         row("5.1", "Fig. 5(b)", "λ_max(H) quickly stabilizes",

@@ -86,6 +86,23 @@ def seed_value(table: pd.DataFrame, column: str, seed: int) -> float:
     return float(row[column].iloc[0]) if len(row) else math.nan
 
 
+def seed_statements(table: pd.DataFrame, default_seed: int = 0):
+    """A builder of the statements of a chapter's "paper vs book" table from its stored sweep
+    (one row per seed, with ``seed`` and ``n_spikes``): ``row(key, figure, statement, quantity,
+    column, tolerance, holds, **kw)`` makes a :class:`PaperStatement` of ``column`` over every
+    seed (the quantity's name says over how many, and how many spiked), with seed
+    ``default_seed``'s value as "our default run"."""
+    n_spiked = int((table["n_spikes"] > 0).sum())
+    over = f"over the {len(table)} seeds ({n_spiked} with a spike)"
+
+    def row(key, figure, statement, quantity, column, tolerance, holds, **kw):
+        return PaperStatement(key, figure, statement, f"{quantity}, {over}",
+                              seed_value(table, column, default_seed),
+                              table[column].to_numpy(dtype=float), tolerance, holds, **kw)
+
+    return row
+
+
 def _fmt(x: float, digits: int) -> str:
     if not math.isfinite(x):
         return "–"
