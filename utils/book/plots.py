@@ -647,12 +647,7 @@ def plot_figure5(result, remedies: dict):
     labels = {"lambda_grad_pre_a": PAPER_GRAD, "lambda_update_pre": r"$\lambda_{\rm update}(\hat H)$"}
     plot_curvature(m, lr, columns=columns, spikes=spikes, ax=b, labels=labels)
     b.set_title(r"(b) eigenvalues against $2/\eta$")
-    for col in [k for k in m if k.startswith("sqrt_v_hat_norm.")]:
-        c.semilogy(m["step"], m[col], lw=1, label=col.removeprefix("sqrt_v_hat_norm."))
-    mark_spikes(c, spikes, label=False)
-    c.set(xlabel="step $t$", ylabel=r"$\Vert\sqrt{\hat v}\Vert_2$",
-          title=r"(c) $\Vert\sqrt{\hat v}\Vert$ per parameter tensor")
-    legend(c, fontsize="x-small")
+    plot_v_blocks(m, spikes, ax=c, title=r"(c) $\Vert\sqrt{\hat v}\Vert$ per parameter tensor")
     if "cos_top_consecutive_H" in m:
         d.plot(m["step"], m["cos_top_consecutive_H"], lw=1,
                label="top eigenvectors of $H$, consecutive steps")
@@ -678,6 +673,21 @@ def plot_figure5(result, remedies: dict):
     return fig
 
 
+def plot_v_blocks(metrics, spikes: list[Spike] = (), ax=None, weights_only: bool = False,
+                  title: str = ""):
+    """‖√v̂‖₂ of each parameter tensor (the ``sqrt_v_hat_norm.<name>`` columns, on the steps
+    where they were measured; only the weights with ``weights_only``) against step, log scale."""
+    ax = ax or plt.gca()
+    for col in [k for k in metrics if k.startswith("sqrt_v_hat_norm.")
+                and (k.endswith("weight") or not weights_only)]:
+        sub = metrics.dropna(subset=[col])
+        ax.semilogy(sub["step"], sub[col], lw=1, label=col.removeprefix("sqrt_v_hat_norm."))
+    mark_spikes(ax, spikes, label=False)
+    ax.set(xlabel="step $t$", ylabel=r"$\Vert\sqrt{\hat v}\Vert_2$", title=title)
+    legend(ax, fontsize="x-small")
+    return ax
+
+
 def plot_figure6(result):
     """The paper's Figure 6 on our run: (a) the loss; (b) λ_max(H), λ_max(Ĥ) and λ_grad(Ĥ)
     (form A) against 2/η; (c) ‖g‖ and ‖√v̂‖ over all parameters (the paper: ‖g‖² per block);
@@ -698,12 +708,8 @@ def plot_figure6(result):
     mark_spikes(c, spikes, label=False)
     c.set(xlabel="step $t$", ylabel="norm", title=r"(c) $\Vert g\Vert$ against $\Vert\sqrt{\hat v}\Vert$")
     legend(c, fontsize="x-small")
-    for col in [k for k in m if k.startswith("sqrt_v_hat_norm.") and k.endswith("weight")]:
-        d.semilogy(tracked["step"], tracked[col], lw=1, label=col.removeprefix("sqrt_v_hat_norm."))
-    mark_spikes(d, spikes, label=False)
-    d.set(xlabel="step $t$", ylabel=r"$\Vert\sqrt{\hat v}\Vert_2$",
-          title=r"(d) $\Vert\sqrt{\hat v}\Vert$ per weight tensor")
-    legend(d, fontsize="x-small")
+    plot_v_blocks(m, spikes, ax=d, weights_only=True,
+                  title=r"(d) $\Vert\sqrt{\hat v}\Vert$ per weight tensor")
     if "cos_grad_top_sym" in m:
         plot_alignment(m, spikes, ax=e)
     e.set_title("(e) the gradient against Ĥ's top direction")
