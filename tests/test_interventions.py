@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from utils.studies.interventions import (BRANCHES, FrozenPreconditioner, Intervention, RandomKick,
-                                         VFloor, checkpoint_at, run_branches)
+                                         RawVFloor, VHatFloor, checkpoint_at, run_branches)
 from utils.training.runs import RunConfig, run
 
 CONFIG = RunConfig(model="mlp", model_kwargs={"width": 16}, data="sin",
@@ -92,10 +92,10 @@ def copy_state(adam, theta, twin):
     return opt
 
 
-def test_v_floor_holds_v_at_its_fork_value_while_adam_would_decay_it():
+def test_raw_v_floor_holds_v_at_its_fork_value_while_adam_would_decay_it():
     theta, c, adam = linear_adam(10 ** 6, v=lambda c: 1e4 * c ** 2, m=lambda c: 0 * c)
     floor = adam.state[theta]["exp_avg_sq"].clone()
-    vf = VFloor()
+    vf = RawVFloor()
     vf.prepare(adam, {"theta": theta})
     for _ in range(50):
         theta.grad = c.clone()
@@ -105,6 +105,51 @@ def test_v_floor_holds_v_at_its_fork_value_while_adam_would_decay_it():
     _, _, free = linear_adam(10 ** 6, v=lambda c: 1e4 * c ** 2, m=lambda c: 0 * c)
     advance(next(iter(free.state)), c, free, 50)
     assert (next(iter(free.state.values()))["exp_avg_sq"] < floor).all()
+
+
+class Preconditioners(Intervention):
+    """``inner``, with read_adam_state's D kept after every step (``d``: list of tensors)."""
+
+    def __init__(self, inner):
+        self.inner, self.d = inner, []
+
+    def prepare(self, opt, params):
+        out = self.inner.prepare(opt, params)
+        self.d.append(self.state(out).preconditioner)
+        return out
+
+    def after_step(self, opt):
+        self.inner.after_step(opt)
+        self.d.append(self.state(opt).preconditioner)
+
+
+def test_v_hat_floor_keeps_adams_preconditioner_non_increasing_over_a_fork(base):
+    """Forked early (β2^t ≈ 0.9, the bias correction still moving), the v̂ floor keeps every
+    element of read_adam_state's D at or below its previous value, step after step; the raw-v
+    floor does not (v̂ = v/(1−β2^t) falls as 1−β2^t rises), nor does the unchanged run."""
+    def preconditioners(intervention, until=200):
+        recorded = Preconditioners(intervention)
+        run(replace(CONFIG, steps=until), resume=checkpoint_at(base, 100),
+            intervention=recorded, spot_checks=False)
+        return torch.stack(recorded.d)
+
+    def rises(d):
+        return int((d[1:] > d[:-1] * (1 + 1e-12)).sum())
+
+    hat = preconditioners(VHatFloor())
+    assert len(hat) == 101 and rises(hat) == 0
+    assert rises(preconditioners(RawVFloor())) > 0
+    assert rises(preconditioners(Intervention())) > 0
+
+
+def test_v_hat_floor_refuses_a_fork_before_the_first_step():
+    theta = torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))
+    opt = torch.optim.Adam([theta])
+    theta.grad = torch.ones(3, dtype=torch.float64)
+    opt.step()
+    opt.state[theta]["step"].fill_(0)
+    with pytest.raises(ValueError, match="step"):
+        VHatFloor().prepare(opt, {"theta": theta})
 
 
 def test_random_kick_moves_the_parameters_by_its_size():
@@ -162,7 +207,7 @@ def fork_table():
         for lag in LAGS:
             early = lag in ("previous_end", "crossing-50", "crossing-10")
             spiked = {"control": True, "v_floor": not early or seed == 0,
-                      "d_frozen": True, "eps_raised": False, "lr_lowered": True,
+                      "v_floor_raw": not early or seed < 5, "d_frozen": True, "eps_raised": False, "lr_lowered": True,
                       "random_kick": not (early and seed == 1)}
             for branch in BRANCHES:
                 offset = {"previous_end": -200, "crossing-50": -50, "crossing-10": -10,
@@ -209,3 +254,22 @@ def test_prevented_shares_and_lag_offsets():
     assert offsets["crossing-50"] == -50 and offsets["start"] == 30
     assert offsets["lambda_grad crossing"] == 24.5   # seeds 0-9: 20..29, median over spikes
     assert offsets["spike start"] == 30
+
+
+def test_architecture_effects_set_the_floors_beside_the_kick():
+    from utils.studies.interventions import architecture_effects
+
+    table = fork_table()
+    effects = architecture_effects(table)
+    assert list(effects.index.get_level_values("branch")) == ["v_floor", "v_floor_raw",
+                                                              "random_kick"]
+    floor, raw, kick = (effects.loc[("mlp", b)] for b in ("v_floor", "v_floor_raw", "random_kick"))
+    assert floor["forks"] == 30 and floor["share_prevented"] == pytest.approx(0.9)
+    assert raw["share_prevented"] == pytest.approx(0.5)
+    assert kick["share_prevented"] == pytest.approx(0.1)
+    assert floor["ci95_low"] < 0.9 < floor["ci95_high"]
+    assert floor["median_delay_steps"] == 100 and kick["median_delay_steps"] == 0
+    # forks whose control did not spike are left out
+    quiet = table.assign(spiked=table["spiked"] & ~((table["branch"] == "control")
+                                                     & (table["seed"] == 0)))
+    assert architecture_effects(quiet).loc[("mlp", "v_floor"), "forks"] == 27

@@ -666,14 +666,17 @@ _register_chapter_sweeps()
 
 
 def _register_intervention_sweep() -> None:
-    """The forks of the causal chapter (:func:`utils.studies.interventions.fork_rows`): chapters
-    1, 3 and 4's models under seeds 0-7, one seed per task."""
+    """The forks of the causal chapter (:func:`utils.studies.interventions.fork_rows`): the
+    settings of :data:`~utils.studies.interventions.INTERVENTION_CHAPTERS` (chapter 1's MLP,
+    chapter 2's network of the paper's Figure 5, the one-layer Transformer) under seeds 0-7,
+    one seed per task."""
     from utils.studies.interventions import INTERVENTION_CHAPTERS, intervention_config
 
     register(Sweep(
         name="intervention", configs=tuple(intervention_config(c) for c in INTERVENTION_CHAPTERS),
         seeds=tuple(range(8)), evaluate="utils.studies.interventions:fork_rows", seeds_per_task=1,
-        trains=True, description="forks before spikes of the MLP, CNN and Transformer, 8 seeds"))
+        trains=True, description="forks before spikes of chapter 1's MLP, chapter 2's network "
+                    "(the paper's Figure 5) and the Transformer, 8 seeds"))
 
 
 _register_intervention_sweep()

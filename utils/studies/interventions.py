@@ -3,7 +3,7 @@
     base = run(config, checkpoint_every=10)                 # the unperturbed run, with checkpoints
     fork = checkpoint_at(base, config, step=1200)           # Adam's state after update 1200
     control = run(config, resume=fork)                      # reproduces the original bit for bit
-    floored = run(config, resume=fork, intervention=VFloor())
+    floored = run(config, resume=fork, intervention=VHatFloor())
 
 An :class:`Intervention` acts on the real ``torch.optim.Adam`` at the fork (``prepare``) and
 after each of its steps (``after_step``); only :class:`FrozenPreconditioner` replaces the
@@ -12,14 +12,18 @@ optimizer, by :class:`FrozenPreconditionerAdam`, whose update is written out bel
 Branches (the issue's list; all start from the same checkpoint):
 
 * ``control``: nothing changes; it must reproduce the original trajectory.
-* ``v_floor``: v never falls below its value at the fork (``exp_avg_sq`` clamped after each
-  step of ``torch.optim.Adam``), so λ_max(Ĥ) cannot grow by v's decay.
+* ``v_floor``: v̂ = v/(1−β2^t), the second moment Adam divides by, never falls after the fork
+  (:class:`VHatFloor`), so D = 1/(√v̂+ε) is non-increasing and λ_max(Ĥ) cannot grow by v's
+  decay.
+* ``v_floor_raw``: the raw ``exp_avg_sq`` never falls below its value at the fork
+  (:class:`RawVFloor`, the book's first floor, kept as a labelled variant): v̂ still falls by the
+  bias correction's own decline, 1 − β2^t rising towards 1.
 * ``d_frozen``: the preconditioner D fixed at its fork value while m keeps its momentum.
 * ``eps_raised``: ε raised so that c·λ_max(H)/ε < 2/η (λ_max(Ĥ) ≤ c λ_max(H)/ε).
 * ``lr_lowered``: η lowered by the factor that puts the largest λ_max(Ĥ) of the control before
   its spike back under 2/η.
 * ``random_kick``: the parameters moved at the fork, in a random direction, by the largest
-  distance between the control and the v-floor branch before the control's spike.
+  distance between the control and the v̂-floor branch before the control's spike.
 """
 from __future__ import annotations
 
@@ -96,11 +100,46 @@ class Intervention:
         return read_adam_state(opt)
 
 
-class VFloor(Intervention):
-    """v never falls below its value at the fork: ``exp_avg_sq`` is clamped after each step of
-    the real ``torch.optim.Adam`` (elementwise max with the fork's copy)."""
+class VHatFloor(Intervention):
+    """v̂ = v/(1−β2^t), the bias-corrected second moment that ``torch.optim.Adam`` divides by,
+    never decreases after the fork: after each step, ``exp_avg_sq`` is raised elementwise to
+    (1−β2^t)·v̂ of the previous step (after its own clamp; at the fork, Adam's own). So the D =
+    1/(√v̂+ε) that :func:`~utils.curvature.adam_state.read_adam_state` reads is non-increasing
+    from the fork, element by element.
+
+    Within one step Adam divides by its own, not yet clamped v̂_t ≥ β2·v̂_{t−1}·(1−β2^{t−1})/(1−β2^t):
+    one step's decay at most, a factor ≤ β2^(−1/2) on D (0.05 % at β2 = 0.999), never carried
+    to the next step.
+    """
 
     name = "v_floor"
+
+    def prepare(self, opt, params):
+        ps = list(params.values())
+        self.beta2 = opt.param_groups[0]["betas"][1]
+        step = int(opt.state[ps[0]]["step"])
+        check_number("the fork's step", step, low=1, integer=True)
+        correction = 1 - self.beta2 ** step
+        self.v_hat = {p: opt.state[p]["exp_avg_sq"] / correction for p in ps}
+        return opt
+
+    @torch.no_grad()
+    def after_step(self, opt):
+        for p, v_hat in self.v_hat.items():
+            state = opt.state[p]
+            correction = 1 - self.beta2 ** int(state["step"])
+            v = state["exp_avg_sq"]
+            torch.maximum(v, v_hat * correction, out=v)
+            torch.div(v, correction, out=v_hat)
+
+
+class RawVFloor(Intervention):
+    """The raw ``exp_avg_sq`` never falls below its value at the fork (elementwise max with the
+    fork's copy after each step). A labelled variant, the book's first floor: Adam divides by
+    v̂ = v/(1−β2^t), which still falls as 1 − β2^t rises, by 2-3 % over 10 steps and 14-23 %
+    over 400 where β2^t ≈ 0.5, so D can still grow under it."""
+
+    name = "v_floor_raw"
 
     def prepare(self, opt, params):
         self.floor = {p: opt.state[p]["exp_avg_sq"].clone() for p in params.values()}
@@ -190,7 +229,8 @@ class Recorded(Intervention):
         return self.inner.state(opt)
 
 
-BRANCHES = ("control", "v_floor", "d_frozen", "eps_raised", "lr_lowered", "random_kick")
+BRANCHES = ("control", "v_floor", "v_floor_raw", "d_frozen", "eps_raised", "lr_lowered",
+            "random_kick")
 """The branches run from every fork, in this order (later ones use the control's and the v
 floor's measurements to size their change)."""
 LAGS = ("previous_end", "crossing-50", "crossing-10", "crossing", "start")
@@ -263,11 +303,11 @@ def run_branches(base: RunResult, fork: int, until: int, seed: int = 0,
     """Every branch of :data:`BRANCHES` from the fork after update ``fork`` of ``base``, each run
     to step ``until``; one :func:`branch_row` per branch with its ``branch`` name.
 
-    The control and the v floor run first. ε is then raised to MARGIN × c·λ_max(H)·η/2, with
+    The control and the v̂ floor run first. ε is then raised to MARGIN × c·λ_max(H)·η/2, with
     λ_max(H) the largest over the control before its spike (so that c λ_max(H)/ε sits 10 %
     under 2/η), and η lowered by MARGIN × (the largest λ_max(Ĥ) of the control before its
     spike)/(2/η) where that exceeds 1. The random kick has the largest distance between the
-    control's and the v floor's parameters before the control's spike. With ``keep``, also
+    control's and the v̂ floor's parameters before the control's spike. With ``keep``, also
     returns the branches' :class:`~utils.training.runs.RunResult` by name.
     """
     config = replace(base.config, steps=until, progress=False)
@@ -276,9 +316,9 @@ def run_branches(base: RunResult, fork: int, until: int, seed: int = 0,
     def branch(intervention):
         return run(config, resume=start, intervention=intervention, spot_checks=False)
 
-    control, floored = Recorded(Intervention()), Recorded(VFloor())
+    control, floored = Recorded(Intervention()), Recorded(VHatFloor())
     results = {"control": branch(control), "v_floor": branch(floored),
-               "d_frozen": branch(FrozenPreconditioner())}
+               "v_floor_raw": branch(RawVFloor()), "d_frozen": branch(FrozenPreconditioner())}
     c_row = branch_row(base, fork, results["control"], None)
     horizon = c_row["spike_start"] if c_row["spiked"] else until
     before = results["control"].metrics
@@ -294,23 +334,28 @@ def run_branches(base: RunResult, fork: int, until: int, seed: int = 0,
     results["eps_raised"] = branch(SetHyperparameter("eps_raised", "eps", eps))
     results["lr_lowered"] = branch(SetHyperparameter("lr_lowered", "lr", lr))
     results["random_kick"] = branch(RandomKick(kick, seed=seed))
-    changes = {"control": None, "v_floor": None, "d_frozen": None, "eps_raised": eps,
-               "lr_lowered": lr, "random_kick": kick}
+    changes = {"control": None, "v_floor": None, "v_floor_raw": None, "d_frozen": None,
+               "eps_raised": eps, "lr_lowered": lr, "random_kick": kick}
     rows = [{"branch": name, **branch_row(base, fork, results[name], changes[name])}
             for name in BRANCHES]
     return (rows, results) if keep else rows
 
 
-INTERVENTION_CHAPTERS = ("01_v_decay", "cnn_digits8", "transformer_mod11")
-"""The architectures forked: chapter 1's MLP, the small CNN on 8×8 digits
-(:data:`utils.studies.settings.CNN_DIGITS`) and the book's one-layer Transformer
-(:data:`utils.studies.settings.TRANSFORMER`)."""
-FORKED_SPIKES = {"mlp": 2, "cnn": 1, "transformer": 1}
-"""Spikes forked per seed (the first ones preceded by a crossing), set by the sweep's budget
-of 20 min on 2 cores: a fork of the CNN or the Transformer costs about 10 s of six branches."""
+INTERVENTION_CHAPTERS = ("01_v_decay", "02_lambda_max_crossing", "transformer_mod11")
+"""The settings forked: chapter 1's MLP, chapter 2's network (the paper's Figure 5: width
+1,000 on the 50-dimensional quadratic target, the setting of the paper's own intervention, ε
+raised at the spike's onset) and the one-layer Transformer on (a + b) mod 11
+(:data:`utils.studies.settings.TRANSFORMER`, the book's Transformer until the anchor-function
+models land). Chapter 3's CNN of the paper's Figure 6 is not forked: at 1.6 s per tracked step a
+single fork of seven branches over the horizon costs about 25 min on 2 cores."""
+ARCHITECTURES = {"01_v_decay": "mlp", "02_lambda_max_crossing": "fnn_fig5",
+                 "transformer_mod11": "transformer"}
+"""The ``architecture`` label of each forked setting in the sweep's table."""
+FORKED_SPIKES = {"mlp": 2, "fnn_fig5": 1, "transformer": 1}
+"""Spikes forked per seed (the first ones preceded by a crossing), set by the sweep's budget."""
 HORIZON = 400
 """Every branch runs to 400 steps after the original spike's start, long enough to tell a
-prevented spike from a delayed one (a v floor delayed the MLP's spikes by 150-280 steps)."""
+prevented spike from a delayed one (the raw-v floor delayed the MLP's spikes by 150-280 steps)."""
 TRACK_EVERY = 5
 
 
@@ -323,6 +368,16 @@ def intervention_config(chapter: str, **overrides) -> RunConfig:
                                       "track_every": TRACK_EVERY, "progress": False, **overrides})
 
 
+def setting_label(config: RunConfig) -> str:
+    """The :data:`ARCHITECTURES` label of a config built by :func:`intervention_config`."""
+    for chapter, label in ARCHITECTURES.items():
+        reference = intervention_config(chapter)
+        if (config.model, config.data) == (reference.model, reference.data):
+            return label
+    raise ValueError(f"config must be one of the forked settings {list(ARCHITECTURES)}, "
+                     f"got model {config.model!r} on data {config.data!r}")
+
+
 def fork_rows(config: RunConfig, seeds) -> list[dict]:
     """The intervention sweep's task (``trains=True``): for each seed, train ``config`` with
     checkpoints, fork before each of its first :data:`FORKED_SPIKES` spikes that follow a
@@ -330,7 +385,7 @@ def fork_rows(config: RunConfig, seeds) -> list[dict]:
     :data:`HORIZON` steps past the spike's start. One row per (seed, spike, lag, branch)."""
     from utils.events.spikes import sustained_crossings
 
-    rows = []
+    rows, architecture = [], setting_label(config)
     for seed in seeds:
         cfg = replace(config, seed=int(seed))
         base = run(cfg, checkpoint_every=50, spot_checks=False)
@@ -341,14 +396,14 @@ def fork_rows(config: RunConfig, seeds) -> list[dict]:
         for k, spike in enumerate(base.spikes):
             lags = fork_steps(base, spike, previous_end)
             previous_end = spike.end
-            if lags is None or forked == FORKED_SPIKES.get(cfg.model, 1):
+            if lags is None or forked == FORKED_SPIKES[architecture]:
                 continue
             forked += 1
             crossing = lags["crossing"]
             grad = [c for c in grad_crossings if crossing - 50 <= c <= spike.peak]
             for lag, step in lags.items():
                 for row in run_branches(base, step, spike.start + HORIZON, seed=k):
-                    rows.append({"seed": int(seed), "architecture": cfg.model, "spike": k,
+                    rows.append({"seed": int(seed), "architecture": architecture, "spike": k,
                                  "original_start": spike.start, "crossing": crossing,
                                  "grad_crossing": grad[0] if grad else None, "lag": lag,
                                  **row})
@@ -358,10 +413,10 @@ def fork_rows(config: RunConfig, seeds) -> list[dict]:
 
 
 PREVENTION_LAGS = ("previous_end", "crossing-50", "crossing-10")
-"""The lags at least 10 steps before the crossing, at which the verdicts ask a v floor to
+"""The lags at least 10 steps before the crossing, at which the verdicts ask a v̂ floor to
 prevent the spike."""
 CONTROL_MIN, PREVENT_MIN = 0.9, 0.8
-"""Stated before the sweep ran: the control must spike in ≥ 90 % of forks; a v floor at a lag
+"""Stated before the sweep ran: the control must spike in ≥ 90 % of forks; a v̂ floor at a lag
 of :data:`PREVENTION_LAGS` must prevent the spike (none within the horizon) in ≥ 80 % of the
 forks whose control spiked."""
 
@@ -396,11 +451,11 @@ def intervention_verdicts(table: pd.DataFrame) -> list:
     ``control_reproduces_the_spike``: the control spikes in ≥ 90 % of forks; if forking itself
     changed the run (a broken replay), it would not.
     ``v_floor_prevents_the_spike``: among forks at least 10 steps before the crossing whose
-    control spiked, the v floor branch has no spike within the horizon in ≥ 80 %. If the
-    decay of v were not what carries λ_max(Ĥ) to 2/η, stopping it would not matter and the
-    branch would spike like the control.
-    ``random_kick_does_not_prevent``: a random kick of the v floor's size prevents the spike
-    in fewer forks than the v floor (so that a prevention is not the effect of any
+    control spiked, the v̂ floor branch (:class:`VHatFloor`) has no spike within the horizon in
+    ≥ 80 %. If the decay of v̂ were not what carries λ_max(Ĥ) to 2/η, stopping it would not
+    matter and the branch would spike like the control.
+    ``random_kick_does_not_prevent``: a random kick of the v̂ floor's size prevents the spike
+    in fewer forks than the v̂ floor (so that a prevention is not the effect of any
     perturbation of that size); fails if kicks prevent as often.
     """
     from utils.studies.verdicts import Verdict
@@ -422,11 +477,11 @@ def intervention_verdicts(table: pd.DataFrame) -> list:
                 float(control.mean()) >= CONTROL_MIN,
                 {"forks": int(len(control)), "share_spiked": float(control.mean())}),
         Verdict("v_floor_prevents_the_spike",
-                f"a v floor ≥ 10 steps before the crossing prevents the spike in ≥ {PREVENT_MIN:.0%} of forks",
+                f"a v̂ floor ≥ 10 steps before the crossing prevents the spike in ≥ {PREVENT_MIN:.0%} of forks",
                 n_floor > 0 and floor >= PREVENT_MIN,
                 {"forks": n_floor, "share_prevented": floor}),
         Verdict("random_kick_does_not_prevent",
-                "a random kick of the same size prevents fewer spikes than the v floor",
+                "a random kick of the same size prevents fewer spikes than the v̂ floor",
                 n_floor > 0 and kick < floor,
                 {"share_prevented_by_kick": kick, "share_prevented_by_v_floor": floor}),
     ]
@@ -444,6 +499,40 @@ def prevented_shares(table: pd.DataFrame) -> pd.DataFrame:
                         observed=False)
     return out.reindex(index=[b for b in BRANCHES if b != "control"],
                        columns=[l for l in LAGS if l in out.columns])
+
+
+EFFECT_BRANCHES = ("v_floor", "v_floor_raw", "random_kick")
+"""The branches :func:`architecture_effects` sets side by side: the v̂ floor, its raw-v variant
+and the random kick of the v̂ floor's size."""
+
+
+def architecture_effects(table: pd.DataFrame, branches=EFFECT_BRANCHES) -> pd.DataFrame:
+    """Per architecture and branch, over the forks at :data:`PREVENTION_LAGS` whose control
+    spiked: the forks, the share in which the branch prevented the spike (no spike within the
+    horizon) with its 95 % Wilson interval, and the median delay in steps of the spikes that
+    still came, against the control's start of the same fork (NaN where none came)."""
+    from scipy.stats import binomtest
+
+    key = ["architecture", "seed", "spike", "lag"]
+    early = table[table["lag"].isin(PREVENTION_LAGS)]
+    control = early[early["branch"] == "control"].set_index(key)
+    spiked = control["spiked"].astype(bool)
+    rows = []
+    for (arch, branch), g in early[early["branch"].isin(branches)].groupby(
+            ["architecture", "branch"], sort=False):
+        g = g.set_index(key)
+        g = g[spiked.reindex(g.index).fillna(False).to_numpy()]
+        n, k = len(g), int((~g["spiked"].astype(bool)).sum())
+        ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson") if n else None
+        delay = (g["spike_start"] - control["spike_start"].reindex(g.index)).dropna()
+        rows.append({"architecture": arch, "branch": branch, "forks": n, "prevented": k,
+                     "share_prevented": k / n if n else math.nan,
+                     "ci95_low": ci.low if ci else math.nan,
+                     "ci95_high": ci.high if ci else math.nan,
+                     "median_delay_steps": float(delay.median()) if len(delay) else math.nan})
+    out = pd.DataFrame(rows)
+    out["branch"] = pd.Categorical(out["branch"], list(branches), ordered=True)
+    return out.sort_values(["architecture", "branch"]).set_index(["architecture", "branch"])
 
 
 def lag_offsets(table: pd.DataFrame) -> pd.Series:
