@@ -273,3 +273,11 @@ def test_architecture_effects_set_the_floors_beside_the_kick():
     quiet = table.assign(spiked=table["spiked"] & ~((table["branch"] == "control")
                                                      & (table["seed"] == 0)))
     assert architecture_effects(quiet).loc[("mlp", "v_floor"), "forks"] == 27
+
+
+def test_prevented_up_to_crossing_averages_the_lags_before_the_spike_start():
+    from utils.studies.interventions import prevented_up_to_crossing
+
+    table = fork_table()
+    assert prevented_up_to_crossing(table, "v_floor") == pytest.approx((0.9 * 3 + 0.0) / 4)
+    assert prevented_up_to_crossing(table, "eps_raised") == 1.0

@@ -98,7 +98,25 @@ def test_each_verdict_fails_where_its_claim_is_false():
         "beta2_0.95_does_not_diverge"]
     # runs without a crossing spike as often as those with one
     crossings = {(a, m): 0.0 for a in ARCHITECTURES for m in METHODS}
-    assert not verdicts_of(fake_table(good, crossings=crossings))["no_crossing_no_spike"]
+    assert not verdicts_of(fake_table(good, crossings=crossings))["no_spike_without_crossing"]
+    # no run without a crossing: nothing to judge
+    crossings = {(a, m): 0.3 for a in ARCHITECTURES for m in METHODS}
+    assert not verdicts_of(fake_table(good, crossings=crossings))["no_spike_without_crossing"]
+
+
+def test_crossing_split_compares_within_the_methods_that_have_both_kinds_of_run():
+    from utils.studies.mitigations import crossing_split
+
+    good = {(a, "eps_0.1"): 0 for a in ARCHITECTURES}
+    # ε = 1e-2 on the CNN: 5 seeds without a crossing (spike-free), 5 with (2 spikes each)
+    spikes = {**good, ("cnn", "eps_1e-2"): [0] * 5 + [2] * 5}
+    split = crossing_split(fake_table(spikes))
+    assert split["strata_with_both"] == 1 and split["within_runs"] == 10
+    assert split["within_spike_free_without_crossing"] == 1.0
+    assert split["within_spike_free_with_crossing"] == 0.0
+    assert split["runs_without_crossing"] == 3 * 10 + 5     # ε = 0.1 everywhere, and those 5
+    none = crossing_split(fake_table(good))
+    assert none["strata_with_both"] == 0 and math.isnan(none["within_spike_free_with_crossing"])
 
 
 def test_method_table_targets_and_ranking():

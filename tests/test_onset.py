@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 
 from utils.events.spikes import Crossing, Spike
-from utils.studies.onset import (LEAD, figure4_statements, forms_table, onset_summary, scores,
-                                 stricter_verdicts)
+from utils.studies.onset import (LEAD, decomposition, figure4_statements, forms_table,
+                                 onset_summary, pooled_counts, scores, stricter_verdicts)
 
 
 def spike(start):
@@ -81,12 +81,34 @@ def test_the_statements_hold_on_runs_that_obey_the_figure_and_fail_otherwise():
     assert not {s.key: s for s in figure4_statements(adam, flat)}["4.1a"].reproduced
 
 
-def test_our_stricter_tests_fail_for_a_signal_that_crosses_everywhere():
+def test_our_stricter_tests_fail_for_a_signal_that_crosses_everywhere_but_before_spikes():
     good = stricter_verdicts(table([run_result() for _ in range(4)]))
-    assert all(v.passed for v in good)
-    busy = list(range(30, 690, 25))
-    noisy = table([run_result(grad_at=busy, max_at=busy) for _ in range(4)])
-    assert not {v.name: v for v in stricter_verdicts(noisy)}["beyond_grad_beats_chance"].passed
+    assert all(v.passed for v in good), [v.numbers for v in good]
+    busy = [a for a in range(30, 690, 25) if not 360 <= a <= 400]
+    noisy = table([run_result(grad_at=busy, max_at=(395,)) for _ in range(4)])
+    verdicts = {v.name: v for v in stricter_verdicts(noisy)}
+    assert not verdicts["beyond_grad_beats_chance"].passed
+    assert not verdicts["beyond_grad_more_precise"].passed
+
+
+def test_the_book_rule_counts_steps_drops_alarms_inside_spikes_and_ends_before_the_start():
+    s = onset_summary(run_result())       # λ_grad above at 1-3 and 395-402; spike 400-412
+    assert s["lambda_grad_book_alarms"] == 3 + 5 and s["lambda_grad_book_hits"] == 5
+    assert s["lambda_grad_book_leads"] == "5"
+    assert s["lambda_grad_inside_incl_w10_alarms"] == 3 + 8       # inside counted as false
+    assert s["lambda_grad_inside_incl_w10_hits"] == 6              # 395-400, the start a hit
+    assert s["lambda_grad_inside_w10_hits"] == 5 and s["lambda_grad_inside_w10_alarms"] == 11
+    assert s["lambda_grad_w10_hits"] == 5 and s["lambda_grad_w10_alarms"] == 8
+    pooled = pooled_counts(table([run_result() for _ in range(3)]), "lambda_grad")
+    assert pooled["precision"] == 5 / 8 and pooled["spikes"] == 3
+
+
+def test_the_decomposition_runs_from_the_former_rule_to_the_books():
+    t = decomposition(table([run_result() for _ in range(3)]))
+    assert len(t) == 6 and t.index[-1].startswith("6. h = 20")
+    assert t["precision"].iloc[0] == 1.0                 # one crossing, matched
+    assert t["precision"].iloc[-1] == 5 / 8
+    assert t["beats chance"].iloc[0] == "in 100% of 3 seeds" and t["beats chance"].iloc[-1] == "yes"
 
 
 def test_the_forms_table_lists_both_forms_and_lambda_max():

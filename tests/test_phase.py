@@ -81,18 +81,29 @@ def test_no_boundary_no_fit_and_bad_grids_are_refused():
 
 
 def test_phase_verdicts_fail_where_their_claim_is_false():
-    from utils.studies.phase import TANG_FITS, fit_summary, phase_verdicts
+    from utils.studies.phase import TANG_FITS, boundary_agreement, fit_summary, phase_verdicts
 
-    tang = fit_summary(fit_boundary(synthetic_grid(*TANG_FITS["quadratic"], n=30)))
-    other = fit_summary(fit_boundary(synthetic_grid(2.0, 1.5, n=30)))
+    tang_grid = synthetic_grid(*TANG_FITS["quadratic"], n=30)
+    tang = fit_summary(fit_boundary(tang_grid))
+    other_grid = synthetic_grid(2.0, 1.5, n=30)
+    other = fit_summary(fit_boundary(other_grid))
     near = fit_summary(fit_boundary(synthetic_grid(*TANG_FITS["transformer"], n=30)))
-    good = {v.name: v.passed for v in phase_verdicts(tang, near)}
+    agrees = boundary_agreement(tang_grid, TANG_FITS["quadratic"])
+    assert agrees["max_cells_off"] == 0.0
+    good = {v.name: v.passed for v in phase_verdicts(tang, near, agrees)}
     assert good["quadratic_has_a_boundary"] and good["quadratic_exponent_as_tang"]
-    assert good["quadratic_constant_as_tang"] and good["transformer_exponent_as_tang"]
-    bad = {v.name: v.passed for v in phase_verdicts(other, other)}
+    assert good["quadratic_boundary_as_tang"] and good["transformer_exponent_as_tang"]
+    elsewhere = boundary_agreement(other_grid, TANG_FITS["quadratic"])
+    assert elsewhere["max_cells_off"] > 1
+    bad = {v.name: v.passed for v in phase_verdicts(other, other, elsewhere)}
     assert not bad["quadratic_exponent_as_tang"] and not bad["transformer_exponent_as_tang"]
+    assert not bad["quadratic_boundary_as_tang"]
     flat = dict(tang, boundary_columns=2)
     assert not {v.name: v.passed for v in phase_verdicts(flat, near)}["quadratic_has_a_boundary"]
+    # an exponent whose interval spans 0 determines nothing: undetermined, not "as Tang"
+    vague = dict(near, p=0.0, p_low=-0.47, p_high=1.21)
+    verdict = {v.name: v for v in phase_verdicts(tang, vague)}["transformer_exponent_as_tang"]
+    assert not verdict.passed and verdict.numbers["determined"] is False
 
 
 def test_stored_phase_table_covers_the_grid():

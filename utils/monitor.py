@@ -21,14 +21,15 @@ in a tqdm postfix when given the loop's bar):
 * every step: ``secant``, c_{t−1} (g_t − g_{t−1})ᵀΔθ / (Δθᵀ D_{t−1}⁻¹ Δθ), the free estimate
   of the preconditioned curvature along the last update (:func:`utils.events.detectors.
   secant_curvature`; with mini-batches g_t and g_{t−1} come from different batches);
-* every ``every`` steps, on the batch it is given or on ``eval_batch``: ``lambda_grad_pre``,
-  form (B) of λ_grad(Ĥ_t) = c_t (Dg)ᵀH(Dg)/(gᵀDg), from one Hessian-vector product;
+* every ``every`` steps, on the batch it is given or on ``eval_batch``: ``lambda_grad_pre_a``,
+  the paper's λ_grad(Ĥ_t) = c_t gᵀ D H g/‖g‖² (form A), and ``lambda_grad_pre``, form (B)
+  c_t (Dg)ᵀH(Dg)/(gᵀDg), both from one Hessian-vector product;
   optionally ``lambda_max_pre`` (λ_max(Ĥ_t), warm-started by the book's engine); the g²/v
   summaries (:func:`utils.curvature.adam_state.g2_over_v_statistics`: the median and 10 % / 90 %
   quantiles of g²/v_{t−1} and the share below 1e-2); ``update_rms/<name>``, the RMS
   of each tensor's update; and ``hvp``, which product the row used;
 * ``threshold`` (2/η at that step) and ``alarm``, by the rule :class:`AlarmRule` names
-  (default: λ_grad(Ĥ) > 2/η, the signal chapter 6 found to beat "the loss rose").
+  (default: the paper's λ_grad(Ĥ), form A, above 2/η on one measurement).
 
 D_t is Adam's preconditioner for the update about to be taken, 1/(sqrt(v̂_t) + ε) with
 v_t = β2 v_{t−1} + (1 − β2) g_t², from the optimizer's own v_{t−1} and the gradient in ``.grad``
@@ -58,16 +59,19 @@ from utils.curvature.hvp import LossHessian, flatten
 from utils.validation import check_choice, check_number
 
 MONITOR_HVPS = ("auto", "autograd", "finite_difference")
-ALARM_SIGNALS = ("lambda_grad_pre", "lambda_max_pre", "secant")
+ALARM_SIGNALS = ("lambda_grad_pre_a", "lambda_grad_pre", "lambda_max_pre", "secant")
+"""The columns an :class:`AlarmRule` may watch: λ_grad(Ĥ) in the paper's form (A) or in form
+(B), λ_max(Ĥ) (with ``lambda_max=True``) and the secant estimate."""
 
 
 @dataclass(frozen=True)
 class AlarmRule:
     """An alarm when ``signal`` exceeds ``threshold`` × 2/η on ``sustain`` measurements in a
-    row. The default, λ_grad(Ĥ) > 2/η on one measurement, is the rule chapter 6 scored best
-    against "the loss rose" on full-batch runs; the paper's rule for mini-batches sustains it."""
+    row, raised at the last of them. The default, the paper's λ_grad(Ĥ) (form A) > 2/η on one
+    measurement, is chapter 6's predictor on full-batch runs; the paper's rule for mini-batches
+    sustains it (``sustain=3``: the minimum of three measurements in a row above 2/η)."""
 
-    signal: str = "lambda_grad_pre"
+    signal: str = "lambda_grad_pre_a"
     threshold: float = 1.0
     sustain: int = 1
 
@@ -377,7 +381,7 @@ class SpikeMonitor:
                         isinstance(value, bool) or math.isfinite(value)):
                     self._tb.add_scalar(f"monitor/{key}", float(value), row["step"])
         if self.progress is not None and self.step % self.every == 0:
-            lam = row.get("lambda_grad_pre", math.nan)
+            lam = row.get("lambda_grad_pre_a", math.nan)
             self.progress.set_postfix({"λgrad·η/2": f"{lam / row['threshold']:.2f}",
                                        "alarm": bool(row["alarm"])}, refresh=False)
 

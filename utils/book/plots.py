@@ -272,6 +272,35 @@ def plot_spike_rates(rates, ax=None):
     return ax
 
 
+def plot_architecture_effects(effects, labels: dict | None = None, ax=None):
+    """The share of early forks in which each branch prevented the spike, with its 95 %
+    interval, one group of points per architecture (from :func:`utils.studies.interventions.
+    architecture_effects`); ``labels``: branch -> legend label."""
+    ax = ax or plt.gca()
+    archs = list(dict.fromkeys(effects.index.get_level_values("architecture")))
+    branches = list(dict.fromkeys(effects.index.get_level_values("branch")))
+    colors = dict(zip(branches, sns.color_palette("colorblind", len(branches))))
+    width = 0.6 / max(len(branches), 1)
+    for j, branch in enumerate(branches):
+        for i, arch in enumerate(archs):
+            if (arch, branch) not in effects.index:
+                continue
+            row = effects.loc[(arch, branch)]
+            x = i + (j - (len(branches) - 1) / 2) * width
+            share = row["share_prevented"]
+            ax.errorbar([x], [share], yerr=[[share - row["ci95_low"]], [row["ci95_high"] - share]],
+                        fmt="o", color=colors[branch], capsize=3,
+                        label=(labels or {}).get(branch, branch) if i == 0 else None)
+            ax.annotate(f"{int(row['forks'])}", (x, row["ci95_high"]), textcoords="offset points",
+                        xytext=(0, 3), ha="center", fontsize="x-small")
+    ax.set_xticks(range(len(archs)), archs)
+    ax.set_ylim(-0.05, 1.1)
+    ax.set_ylabel("share of forks prevented")
+    ax.set_xlabel("architecture (forks ≥ 10 steps before the crossing; their count above)")
+    legend(ax, fontsize="small")
+    return ax
+
+
 def plot_precision_recall(curves, axes=None, signals=None, chance=None):
     """One panel per (architecture, setting): each signal's pooled precision against recall as
     its threshold varies (from :func:`utils.studies.predictors.pr_curves`), its default threshold
@@ -311,7 +340,7 @@ def plot_lead_times(table, ax=None):
     start), one box per signal and setting, from rows of the predictors sweep."""
     import pandas as pd
 
-    from utils.studies.predictors import lead_lists
+    from utils.studies.scoring import lead_lists
 
     ax = ax or plt.gca()
     leads = pd.DataFrame([{"signal": r.signal, "setting": f"{r.architecture}, {r.setting}",
@@ -451,26 +480,35 @@ def plot_best_loss(curves, target: float, labels: dict, ax=None, title: str = ""
 
 def plot_watched_run(events, spikes: list[Spike], alarms: dict, axes=None):
     """A monitored run read back from its log (``events``: one row per step with the columns
-    ``step``, ``loss``, ``threshold`` (2/η at that step), ``lambda_grad_pre``, ``secant`` and
-    ``g2_over_v_median``): the loss with the spikes shaded (top); λ_grad(Ĥ) on the measured
-    steps and the secant estimate, in units of each step's 2/η so that the threshold is the
-    line at 1 through the warm-up (second; clipped to [−3, 10]: single mini-batch values reach
-    far beyond); the median of g²/v (third); each signal's alarms as ticks (bottom;
-    ``alarms``: name -> boolean per row)."""
+    ``step``, ``loss``, ``threshold`` (2/η at that step), ``lambda_grad_pre_a``, ``secant`` and
+    ``g2_over_v_median``, and ``eval_loss`` where the spikes were found on it): the losses with
+    the spikes shaded (top); the paper's λ_grad(Ĥ) on the measured steps and the secant
+    estimate, in units of each step's 2/η so that the threshold is the line at 1 through the
+    warm-up (second; clipped to [−3, 10]: single mini-batch values reach far beyond); the
+    median of g²/v (third); each signal's alarms as ticks (bottom; ``alarms``: name -> boolean
+    per row)."""
     if axes is None:
         _, axes = plt.subplots(4, 1, figsize=(8, 9), sharex=True,
                                gridspec_kw={"height_ratios": [2, 2, 1.2,
                                                               0.3 * len(alarms) + 0.6]})
     steps = events["step"].to_numpy()
-    plot_loss(events, spikes, ax=axes[0])
+    if "eval_loss" in events:
+        axes[0].semilogy(steps, events["loss"].to_numpy(dtype=float), lw=0.5, color="0.65",
+                         label="training loss (each step's batch)")
+        plot_loss(events.assign(loss=events["eval_loss"]), spikes, ax=axes[0],
+                  label="evaluation loss (fixed batch)")
+        legend(axes[0], fontsize="x-small", loc="upper right")
+    else:
+        plot_loss(events, spikes, ax=axes[0])
     axes[0].set_xlabel("")
-    axes[0].set_ylabel("training loss\n(nats per character)")
+    axes[0].set_ylabel("loss\n(nats per character)")
     scale = 1 / events["threshold"].to_numpy(dtype=float)
     secant = events["secant"].to_numpy(dtype=float) * scale
     axes[1].plot(steps, secant, lw=0.5, color="0.6", label="secant estimate (every step)")
-    measured = events["lambda_grad_pre"].notna().to_numpy()
-    axes[1].plot(steps[measured], (events["lambda_grad_pre"].to_numpy(dtype=float) * scale)[measured],
-                 ".-", ms=2.5, lw=0.8, color="tab:blue", label=LABELS["lambda_grad_pre"])
+    lam = events["lambda_grad_pre_a"]
+    measured = lam.notna().to_numpy()
+    axes[1].plot(steps[measured], (lam.to_numpy(dtype=float) * scale)[measured],
+                 ".-", ms=2.5, lw=0.8, color="tab:blue", label=PAPER_GRAD)
     axes[1].axhline(1, color="k", ls="--", lw=1, label=r"$2/\eta$")
     top = max(3.0, float(np.nanpercentile(secant, 99)) if np.isfinite(secant).any() else 3.0)
     axes[1].set_ylim(-3, min(top, 10))

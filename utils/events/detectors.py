@@ -224,9 +224,15 @@ class Score:
         return float(np.median(self.leads)) if self.leads else math.nan
 
 
-def score_alarms(steps, alarms, spikes, horizon: int) -> Score:
+def score_alarms(steps, alarms, spikes, horizon: int, *, count_inside: bool = False,
+                 include_start: bool = False) -> Score:
     """Score a boolean alarm per recorded step (``steps``, ``alarms``: shape (T,)) against the
-    counted ``spikes`` of the run at ``horizon`` h (module docstring)."""
+    counted ``spikes`` of the run at ``horizon`` h (module docstring).
+
+    The two keywords exist only to show, in chapter 4, what an earlier rule measured; the book
+    scores with both off: ``count_inside`` counts alarms inside a spike as false alarms (and
+    its steps as calm), ``include_start`` makes the window [start − h, start], the start's own
+    step a hit."""
     check_number("horizon", horizon, low=1, integer=True)
     steps = np.asarray(steps)
     alarms = np.asarray(alarms, dtype=bool)
@@ -238,15 +244,16 @@ def score_alarms(steps, alarms, spikes, horizon: int) -> Score:
     for s in spikes:
         end = s.end if s.end is not None else steps.max()
         inside |= (steps >= s.start) & (steps <= end)
-        window = (steps >= s.start - horizon) & (steps < s.start)
+        window = (steps >= s.start - horizon) & ((steps <= s.start) if include_start
+                                                 else (steps < s.start))
         fired = steps[window & alarms]
         hit |= window & alarms
         if len(fired):
             leads.append(int(s.start - fired.min()))
-    outside = ~inside
-    counted = alarms & outside
-    return Score(int(horizon), len(spikes), int(counted.sum()), int((hit & outside).sum()),
-                 int((counted & ~hit).sum()), int(outside.sum()), tuple(leads))
+    counted_steps = np.ones(len(steps), dtype=bool) if count_inside else ~inside
+    counted = alarms & counted_steps
+    return Score(int(horizon), len(spikes), int(counted.sum()), int((hit & counted_steps).sum()),
+                 int((counted & ~hit).sum()), int(counted_steps.sum()), tuple(leads))
 
 
 # ------------------------------------------------------------------------- the catalogue

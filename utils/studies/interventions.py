@@ -501,6 +501,15 @@ def prevented_shares(table: pd.DataFrame) -> pd.DataFrame:
                        columns=[l for l in LAGS if l in out.columns])
 
 
+def prevented_up_to_crossing(table: pd.DataFrame, branch: str) -> float:
+    """The mean over the lags up to the crossing (:data:`PREVENTION_LAGS` and ``crossing``) of
+    :func:`prevented_shares` for ``branch``: the one number the introduction and chapter 5 quote
+    for a branch "before the crossing"."""
+    shares = prevented_shares(table)
+    lags = [lag for lag in (*PREVENTION_LAGS, "crossing") if lag in shares.columns]
+    return float(shares.loc[branch, lags].mean())
+
+
 EFFECT_BRANCHES = ("v_floor", "v_floor_raw", "random_kick")
 """The branches :func:`architecture_effects` sets side by side: the v̂ floor, its raw-v variant
 and the random kick of the v̂ floor's size."""

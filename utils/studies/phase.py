@@ -279,14 +279,40 @@ def fit_summary(fit: BoundaryFit, seeds=None) -> dict:
     return out
 
 
-def phase_verdicts(quadratic: dict, transformer: dict) -> list:
-    """The chapter's verdicts from the two fits (:func:`fit_summary` dicts).
+BOUNDARY_CELLS = 1.0
+"""Our tolerance (stated when the comparison of C and p gave way to that of the boundaries):
+a reference boundary agrees with ours when, at every δ where ours was measured, it lies within
+this many grid cells (in log γ) of our boundary's cell."""
+
+
+def boundary_agreement(grid: PhaseGrid, reference: tuple[float, float],
+                       spiky_below: bool = True) -> dict:
+    """How far the boundary γ = C δ^p of ``reference`` (C, p) lies from ours, column by column
+    over the δ where ours was measured (:func:`boundary_points`): in grid cells of log γ
+    outside our boundary's cell (0 inside it), the largest over the columns, and the columns.
+    C and p of a fit are strongly correlated when δ spans a decade far from 1, so two fits can
+    differ in both and still draw the same line where it was measured: this compares lines."""
+    ds, lo, hi, _ = boundary_points(grid, spiky_below)
+    c, p = reference
+    ref = np.log(c * ds ** p)
+    cell = float(np.mean(np.diff(np.log(grid.gammas))))
+    off = np.maximum(0.0, np.maximum(np.log(lo) - ref, ref - np.log(hi))) / cell
+    return {"columns": int(len(ds)), "max_cells_off": float(off.max()) if len(off) else math.nan,
+            "median_cells_off": float(np.median(off)) if len(off) else math.nan}
+
+
+def phase_verdicts(quadratic: dict, transformer: dict, agreement: dict | None = None) -> list:
+    """The chapter's verdicts from the two fits (:func:`fit_summary` dicts) and, for the
+    quadratic, the agreement of Tang et al.'s boundary with ours (:func:`boundary_agreement`).
 
     ``<grid>_has_a_boundary``: at least 3 columns of δ hold a boundary, with the spiky side at
     small γ (large β2), as Tang et al. found; false on a grid that is all one phase, or spiky
-    at large γ. ``<grid>_exponent_as_tang``: Tang et al.'s exponent lies within our interval
-    for p; false when our boundary bends differently. ``quadratic_constant_as_tang``: the same
-    for C on the quadratic, where the setting is theirs.
+    at large γ. ``<grid>_exponent_as_tang``: our interval for p excludes 0 (the exponent is
+    determined) and holds Tang et al.'s exponent; false when our boundary bends differently,
+    or when the interval spans 0 and so determines nothing (reported as undetermined).
+    ``quadratic_boundary_as_tang``: at every δ where our quadratic's boundary was measured,
+    Tang et al.'s line lies within :data:`BOUNDARY_CELLS` grid cell of ours; false where it
+    runs elsewhere.
     """
     from utils.studies.verdicts import Verdict
 
@@ -297,13 +323,17 @@ def phase_verdicts(quadratic: dict, transformer: dict) -> list:
                            f"the {name}'s grid has a boundary in ≥ 3 columns, spiky at small γ",
                            fit["boundary_columns"] >= 3 and fit.get("spiky_below", True),
                            {"columns": fit["boundary_columns"]}))
+        determined = not fit["p_low"] <= 0 <= fit["p_high"]
         out.append(Verdict(f"{name}_exponent_as_tang",
-                           f"Tang et al.'s exponent {p} lies in our interval for p",
-                           fit["p_low"] <= p <= fit["p_high"],
-                           {"p": fit["p"], "p_low": fit["p_low"], "p_high": fit["p_high"]}))
-    out.append(Verdict("quadratic_constant_as_tang",
-                       f"Tang et al.'s constant {TANG_FITS['quadratic'][0]} lies in our interval for C",
-                       quadratic["C_low"] <= TANG_FITS["quadratic"][0] <= quadratic["C_high"],
-                       {"C": quadratic["C"], "C_low": quadratic["C_low"],
-                        "C_high": quadratic["C_high"]}))
+                           f"our interval for p excludes 0 and holds Tang et al.'s exponent {p}",
+                           determined and fit["p_low"] <= p <= fit["p_high"],
+                           {"p": fit["p"], "p_low": fit["p_low"], "p_high": fit["p_high"],
+                            "determined": determined}))
+    if agreement is not None:
+        out.append(Verdict("quadratic_boundary_as_tang",
+                           f"Tang et al.'s quadratic boundary lies within {BOUNDARY_CELLS:g} grid "
+                           "cell of ours at every measured δ",
+                           agreement["columns"] > 0
+                           and agreement["max_cells_off"] <= BOUNDARY_CELLS,
+                           dict(agreement)))
     return out

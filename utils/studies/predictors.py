@@ -3,10 +3,10 @@
 The sweep ``predictors`` (:func:`predictor_rows`) trains :data:`PREDICTOR_SEEDS` seeds of each
 setting of :data:`SETTINGS` with a :class:`~utils.training.signals.SignalRecorder` attached, and
 scores every signal of :data:`utils.events.detectors.SIGNALS` at every threshold and horizon
-(:func:`utils.events.detectors.score_alarms`): one row per (architecture, setting, seed, signal,
-threshold, horizon). Each row also carries the score of random alarms placed on the same
+(:func:`utils.studies.scoring.score_signal`, the book's one set of scoring rules): one row per
+(architecture, setting, seed, signal, threshold, horizon). Each row also carries the score of random alarms placed on the same
 steps at the signal's own count (``chance_precision``, ``chance_recall``; the mean over
-:data:`CHANCE_DRAWS` draws) and the signal's cost per training step.
+:data:`~utils.studies.scoring.CHANCE_DRAWS` draws) and the signal's cost per training step.
 
 The chapter's comparisons (:func:`signal_table`, :func:`pr_curves`, :func:`under_budget`,
 :func:`predictor_verdicts`) pool the seeds: precision = Σ hits / Σ alarms, recall = Σ warned
@@ -22,12 +22,11 @@ import time
 import numpy as np
 import pandas as pd
 
-from utils.events.detectors import SIGNALS, f1_score, score_alarms, signal_alarms
+from utils.events.detectors import SIGNALS, signal_alarms
+from utils.studies.scoring import JUDGED_HORIZON, pool, pooled_difference, score_signal
 
 HORIZONS = (5, 20, 100)
 """h: an alarm is a hit when it fires in [start − h, start) of a spike."""
-JUDGED_HORIZON = 20
-"""The horizon of the chapter's table and verdicts."""
 LEAD_HORIZON = 100
 """The horizon at which lead times are compared (the widest, so leads are least truncated)."""
 FALSE_ALARM_BUDGET = 10.0
@@ -35,7 +34,6 @@ FALSE_ALARM_BUDGET = 10.0
 MIN_RECALL = 0.5
 """A signal "warns" of a setting's spikes when it warns of at least this share of them
 (:func:`earliest_warning`)."""
-CHANCE_DRAWS = 10
 PREDICTOR_SEEDS = 20
 CURVATURE = ("lambda_max_pre", "alignment", "lambda_grad")
 """What the tracker measures in every predictor run (λ_max(Ĥ), the alignment, λ_grad(Ĥ))."""
@@ -86,9 +84,10 @@ def predictor_rows(config, seeds) -> list[dict]:
     return rows
 
 
-def score_run(result, recorder) -> list[dict]:
-    """Every signal of :data:`~utils.events.detectors.SIGNALS` at every threshold and horizon of
-    :data:`HORIZONS`, scored on one run (rows as in the module docstring)."""
+def score_run(result, recorder, signals=None) -> list[dict]:
+    """Every signal of :data:`~utils.events.detectors.SIGNALS` (or those named in ``signals``)
+    at every threshold and horizon of :data:`HORIZONS`, scored on one run (rows as in the
+    module docstring)."""
     m = result.metrics
     config = result.config
     architecture, setting = setting_of(config)
@@ -96,6 +95,8 @@ def score_run(result, recorder) -> list[dict]:
     costs = signal_costs(result, recorder)
     rows = []
     for i, (name, sig) in enumerate(SIGNALS.items()):
+        if signals is not None and name not in signals:
+            continue
         eligible = (np.isfinite(m[sig.column].to_numpy(dtype=float)) if sig.tracked
                     and sig.column in m else np.ones(len(m), dtype=bool))
         for j, threshold in enumerate(sig.thresholds):
@@ -104,21 +105,13 @@ def score_run(result, recorder) -> list[dict]:
             costs.setdefault(name, _cost(0, 0, (time.perf_counter() - tick) / len(m),
                                          result))
             for h in HORIZONS:
-                s = score_alarms(steps, alarms, result.spikes, h)
                 rng = np.random.default_rng([config.seed, i, j, h])
-                chance = matched_chance(steps, eligible, int(alarms.sum()), result.spikes, h,
-                                        rng)
                 rows.append({
                     "seed": int(config.seed), "architecture": architecture, "setting": setting,
                     "signal": name, "threshold": float(threshold),
                     "default": threshold == sig.default, "horizon": h,
-                    "tracked": sig.tracked, "steps": len(m), "spikes": s.spikes,
-                    "warned": len(s.leads), "alarms": s.alarms, "hits": s.hits,
-                    "false_alarms": s.false_alarms, "calm_steps": s.calm_steps,
-                    "precision": s.precision, "recall": s.recall, "f1": s.f1,
-                    "false_alarms_per_1000": s.false_alarms_per_1000,
-                    "median_lead": s.median_lead, "leads": " ".join(map(str, s.leads)),
-                    "chance_precision": chance[0], "chance_recall": chance[1],
+                    "tracked": sig.tracked, "steps": len(m),
+                    **score_signal(steps, alarms, eligible, result.spikes, h, rng),
                     **costs[name], "diverged": result.diverged_at is not None})
     return rows
 
@@ -160,96 +153,7 @@ def signal_costs(result, recorder) -> dict:
     return costs
 
 
-def matched_chance(steps, eligible, n_alarms: int, spikes, horizon: int, rng,
-                   draws: int = CHANCE_DRAWS) -> tuple[float, float]:
-    """(precision, recall) of ``n_alarms`` alarms placed uniformly at random on the ``eligible``
-    steps (the steps where the signal could fire), scored like the signal; the mean over
-    ``draws`` draws. NaN without alarms or spikes."""
-    candidates = np.flatnonzero(eligible)
-    if n_alarms == 0 or not spikes or not len(candidates):
-        return math.nan, math.nan
-    precision, recall = [], []
-    for _ in range(draws):
-        alarms = np.zeros(len(steps), dtype=bool)
-        alarms[rng.choice(candidates, size=min(n_alarms, len(candidates)), replace=False)] = True
-        s = score_alarms(steps, alarms, spikes, horizon)
-        precision.append(s.precision)
-        recall.append(s.recall)
-    return float(np.nanmean(precision)) if np.isfinite(precision).any() else math.nan, \
-        float(np.mean(recall))
-
-
-# ------------------------------------------------------------------------------- pooling
-
 KEYS = ["architecture", "setting", "signal", "threshold", "horizon"]
-
-
-def _pooled(hits, alarms, warned, spikes, false, calm, chance_hits, axis=-1) -> tuple:
-    """Pooled precision, recall, F1 (0 when no spike was warned of), false alarms per 1,000
-    calm steps and matched-chance precision of per-run counts (arrays over runs, or batches
-    of resamples along ``axis``)."""
-    precision = hits.sum(axis) / alarms.sum(axis)
-    recall = warned.sum(axis) / spikes.sum(axis)
-    return (precision, recall, f1_score(precision, recall),
-            1000 * false.sum(axis) / calm.sum(axis), chance_hits.sum(axis) / alarms.sum(axis))
-
-
-POOLED = ("precision", "recall", "f1", "false_alarms_per_1000", "chance_precision")
-
-
-def pool(group: pd.DataFrame, intervals: bool = False) -> dict:
-    """The seeds of one (architecture, setting, signal, threshold, horizon) pooled: precision,
-    recall, F1, false alarms per 1,000 calm steps and the matched-chance precision, the median
-    and quartiles of all leads, the alarms per 1,000 steps; with ``intervals``, a 95 %
-    bootstrap interval over seeds for each pooled ratio (``<name>_low``, ``<name>_high``)."""
-    arrays = _arrays(group)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        values = _pooled(*arrays)
-    leads = [x for row in lead_lists(group["leads"]) for x in row]
-    out = dict(zip(POOLED, (float(v) for v in values)))
-    out.update(seeds=len(group), spikes=int(arrays[3].sum()), alarms=int(arrays[1].sum()),
-               alarms_per_1000=1000 * arrays[1].sum() / group["steps"].sum(),
-               median_lead=float(np.median(leads)) if leads else math.nan,
-               lead_q25=float(np.percentile(leads, 25)) if leads else math.nan,
-               lead_q75=float(np.percentile(leads, 75)) if leads else math.nan)
-    if intervals:
-        for i, name in enumerate(POOLED):
-            out[f"{name}_low"], out[f"{name}_high"] = _interval(
-                arrays, lambda *a, axis=-1, i=i: _pooled(*a, axis=axis)[i])
-    return out
-
-
-def lead_lists(leads: pd.Series) -> list[list[int]]:
-    """The ``leads`` column (space-separated integers per row; empty, NaN, or a lone number
-    that the CSV reader made a float) as a list of integer lists."""
-    return [[int(float(x)) for x in str(v).split()] if v == v and str(v).strip() else []
-            for v in leads]
-
-
-def _arrays(rows: pd.DataFrame) -> list:
-    """The per-run counts :func:`_pooled` takes: hits, alarms, warned spikes, spikes, false
-    alarms, calm steps, and the hits expected of matched random alarms."""
-    arrays = [rows[c].to_numpy(dtype=float) for c in
-              ("hits", "alarms", "warned", "spikes", "false_alarms", "calm_steps")]
-    arrays.append(np.nan_to_num(rows["chance_precision"].to_numpy(dtype=float)) * arrays[1])
-    return arrays
-
-
-def _interval(arrays, statistic, n_resamples: int = 2000, seed: int = 0) -> tuple:
-    """95 % percentile bootstrap interval of ``statistic(*arrays, axis)``, resampling runs
-    (the arrays stay paired; scipy.stats.bootstrap with a fixed seed). NaN below two runs."""
-    import warnings
-
-    from scipy.stats import bootstrap
-
-    if len(arrays[0]) < 2:
-        return math.nan, math.nan
-    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
-        warnings.simplefilter("ignore")
-        res = bootstrap(tuple(arrays), statistic, paired=True, vectorized=True,
-                        n_resamples=n_resamples, method="percentile",
-                        random_state=np.random.default_rng(seed))
-    return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
 def pooled_scores(table: pd.DataFrame, intervals: bool = False, **select) -> pd.DataFrame:
@@ -313,35 +217,12 @@ def earliest_warning(best: pd.DataFrame, min_recall: float = MIN_RECALL) -> pd.D
     return frame
 
 
-def pooled_difference(table: pd.DataFrame, signal: str, baseline: str, statistic: str = "f1",
-                      horizon: int = JUDGED_HORIZON) -> tuple[float, float, float]:
-    """(difference, low, high): ``statistic`` (a pooled ratio of :data:`POOLED`) of ``signal``
-    minus that of ``baseline``, both at their default thresholds and ``horizon``, pooled over
-    all rows given, with a 95 % percentile bootstrap interval that resamples runs (a run's
-    two rows stay paired)."""
-    rows = table[table["default"].astype(bool) & (table["horizon"] == horizon)]
-    run = ["architecture", "setting", "seed"]
-    a = rows[rows["signal"] == signal].set_index(run).sort_index()
-    b = rows[rows["signal"] == baseline].set_index(run).reindex(a.index)
-    i = POOLED.index(statistic)
-    arrays = _arrays(a) + _arrays(b)
-
-    def difference(*x, axis=-1):
-        return _pooled(*x[:7], axis=axis)[i] - _pooled(*x[7:], axis=axis)[i]
-
-    with np.errstate(divide="ignore", invalid="ignore"):
-        point = float(difference(*arrays))
-    lo, hi = _interval(arrays, difference)
-    return point, float(lo), float(hi)
-
-
 def predictor_verdicts(table: pd.DataFrame) -> list:
     """The chapter's verdicts over the stored sweep (horizon :data:`JUDGED_HORIZON`, default
-    thresholds, all settings pooled).
+    thresholds, all settings pooled). That every lead lies in [1, h] (no alarm at or after a
+    spike's start is a hit) is a property of the scoring, tested on the stored table in
+    ``tests/test_predictors.py``, not a verdict.
 
-    ``no_hit_at_or_after_a_start``: every lead of every row lies in [1, h]. If scoring counted
-    an alarm at or after a spike's start, a lead of 0 or less would appear (tests build that
-    table and see the verdict fail).
     ``lambda_grad_beats_loss_rose``: λ_grad(Ĥ) > 2/η has a higher pooled F1 than the baseline
     "the loss rose over the last step"; false if the baseline's is as high.
     ``lambda_grad_beats_chance``: λ_grad(Ĥ)'s pooled precision exceeds that of random alarms
@@ -351,9 +232,6 @@ def predictor_verdicts(table: pd.DataFrame) -> list:
     """
     from utils.studies.verdicts import Verdict
 
-    leads = [(x, h) for row, h in zip(lead_lists(table["leads"]), table["horizon"])
-             for x in row]
-    bad = [(lead, h) for lead, h in leads if not 1 <= lead <= h]
     f1, f1_lo, f1_hi = pooled_difference(table, "lambda_grad", "loss_rose", "f1")
     pooled = pooled_scores(table[table["default"].astype(bool)], horizon=JUDGED_HORIZON,
                            signal="lambda_grad").reset_index()
@@ -361,9 +239,6 @@ def predictor_verdicts(table: pd.DataFrame) -> list:
                         & (table["signal"] == "lambda_grad")])
     spikes = pooled.groupby(["architecture", "setting"])["spikes"].sum()
     return [
-        Verdict("no_hit_at_or_after_a_start",
-                "every lead lies in [1, h]: no alarm at or after a spike's start is a hit",
-                not bad, {"leads": len(leads), "outside": len(bad)}),
         Verdict("lambda_grad_beats_loss_rose",
                 f"λ_grad(Ĥ) > 2/η has a higher F1 than 'the loss rose' at h = {JUDGED_HORIZON}",
                 f1 > 0, {"f1_difference": f1, "ci95_low": f1_lo, "ci95_high": f1_hi}),

@@ -6,13 +6,15 @@ the monitor's alarms scored against the spikes the run had.
     events = read_tensorboard(run.log_dirs["batch"])    # the scalars back from the event file
     rows = score_watch(run.tables, seed=0)              # each signal scored against the spikes
 
-The scoring is chapter 6's (:func:`utils.events.detectors.score_alarms`: an alarm is a hit when it
-fires in [start − h, start) of a counted spike, alarms inside a spike are neither hits nor
-false alarms, and random alarms at each signal's own count on the steps where it could fire
-are its chance baseline), with the spikes of the book's one rule (:func:`utils.events.spikes.
-detect_spikes`) at the factor :data:`WATCH_FACTOR`, stated before any run (the reason is in
-its docstring). ``python -m utils.book.watch_sweep`` trains :data:`WATCH_SEEDS` one after another
-(each row times the monitor, so no two run at once) and writes ``data/sweeps/watch.csv.gz`` with the
+The scoring is the book's one set of rules (:mod:`utils.studies.scoring`, chapters 4 and 6's
+too: an alarm is a hit when it fires in [start − h, start) of a counted spike, alarms inside a
+spike are neither hits nor false alarms, and random alarms at each signal's own count on the
+steps where it could fire are its chance baseline), with the spikes of the book's one rule
+(:func:`utils.events.spikes.detect_spikes`) at the factor :data:`WATCH_FACTOR`, stated before
+any run (the reason is in its docstring), found on the loss of a fixed evaluation batch
+computed at every step (not on each mini-batch's own loss, which moves with the batch drawn).
+``python -m utils.book.watch_sweep`` trains :data:`WATCH_SEEDS` one after another (each row
+times the monitor, so no two run at once) and writes ``data/sweeps/watch.csv.gz`` with the
 provenance of every run.
 """
 from __future__ import annotations
@@ -28,11 +30,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from utils.events.detectors import loss_rose, score_alarms, sustained
+from utils.events.detectors import loss_rose, sustained
 from utils.training.lm import CharData, TinyGPT, lm_loss, repeated_corpus
 from utils.training.models import perturb_initial
 from utils.monitor import AlarmRule, SpikeMonitor
-from utils.studies.predictors import HORIZONS, JUDGED_HORIZON, matched_chance
+from utils.studies.predictors import HORIZONS
+from utils.studies.scoring import JUDGED_HORIZON, score_signal
 from utils.events.spikes import SPIKE_FACTORS, SPIKE_WINDOW, detect_spikes
 from utils.validation import check_number
 
@@ -58,13 +61,14 @@ unigram loss (about 2.5 nats) is a 25-fold rise, but the spikes of the prototype
 0.4–1.2 nats (4–12 times their start), so the default K = 10 would miss most of them. The
 chapter reports the counts at every factor of SPIKE_FACTORS too."""
 
-WATCH_SIGNALS = ("monitor", "monitor_w2", "monitor_eval", "monitor_eval_w2", "secant",
+WATCH_SIGNALS = ("monitor", "monitor_w3", "monitor_eval", "monitor_eval_w3", "secant",
                  "loss_rose")
-"""The signals scored: the monitor's alarm (λ_grad(Ĥ) > 2/η on a measured step, the rule
-:class:`~utils.monitor.AlarmRule` defaults to) measured on each step's own batch, and the
-paper's mini-batch rule (λ_grad(Ĥ) > 2/η on two measurements in a row, ``_w2``); the same two
-measured on the fixed evaluation batch (``_eval``); the secant estimate above 2/η (every
-step, free); and the baseline "the training loss rose over the last step"."""
+"""The signals scored: the monitor's alarm (the paper's λ_grad(Ĥ), form A, above 2/η on one
+measurement, the rule :class:`~utils.monitor.AlarmRule` defaults to) measured on each step's
+own batch, and the paper's sustained rule (the minimum of three measurements in a row above
+2/η, raised at the third, ``_w3``); the same two measured on the fixed evaluation batch
+(``_eval``); the secant estimate above 2/η (every step, free); and the baseline "the
+evaluation loss rose over the last step" (on the loss the spikes are found on)."""
 
 RECOMPUTE_STEP = 200
 """The step whose loss and λ_grad(Ĥ) each stored row also keeps, so that a test can recompute
@@ -129,11 +133,13 @@ class WatchedRun:
     seed: int
     diverged_at: int | None = None
     seconds: float = 0.0
+    eval_seconds: float = 0.0
 
     @property
     def loop_seconds(self) -> float:
-        """The loop's own time: the wall time less every monitor's."""
-        return self.seconds - sum(r["monitor_seconds"] for r in self.reports.values())
+        """The loop's own time: the wall time less every monitor's and the evaluation loss's."""
+        return (self.seconds - self.eval_seconds
+                - sum(r["monitor_seconds"] for r in self.reports.values()))
 
     def overhead(self, where: str) -> float:
         """Wall time with only the monitor measuring on ``where`` over the loop's own time."""
@@ -147,8 +153,10 @@ def train_watched(seed: int = 0, out_dir=None, *, measure_on=("batch",),
     """Train the chapter-9 run under ``seed`` with a monitor attached for each place of
     ``measure_on`` (:data:`MEASURE_ON`), each writing its CSV and TensorBoard events under
     ``out_dir/<place>/`` (a temporary folder if ``out_dir`` is None). The monitors read the
-    model and the optimizer and change neither, so every one sees the same run. A non-finite
-    loss stops the run and is recorded, not raised."""
+    model and the optimizer and change neither, so every one sees the same run. Before each
+    update the loss of the fixed evaluation batch (:func:`eval_batch`) is computed without a
+    graph and added to every table as ``eval_loss`` (timed apart, ``eval_seconds``). A
+    non-finite loss stops the run and is recorded, not raised."""
     from tqdm import tqdm
 
     s = check_watch(settings)
@@ -159,16 +167,22 @@ def train_watched(seed: int = 0, out_dir=None, *, measure_on=("batch",),
     data, model, optimizer, schedule = watch_problem(seed, **settings)
     out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="watch-"))
     bar = tqdm(range(s["steps"]), desc=f"seed {seed}", disable=not progress, mininterval=1)
+    evaluation = eval_batch(data, s["eval_windows"])
     monitors = {}
     for place in places:
         shutil.rmtree(out / place, ignore_errors=True)   # one event file: this run's
         monitors[place] = SpikeMonitor(
             model, optimizer, lm_loss, every=s["every"], alarm=alarm, hvp=hvp,
-            eval_batch=eval_batch(data, s["eval_windows"]) if place == "eval" else None,
+            eval_batch=evaluation if place == "eval" else None,
             csv_path=out / place / "monitor.csv", log_dir=out / place / "tensorboard",
             progress=bar if place == places[0] else None)
-    diverged_at, t0 = None, time.perf_counter()
+    diverged_at, eval_losses, eval_seconds = None, [], 0.0
+    t0 = time.perf_counter()
     for step in bar:
+        tick = time.perf_counter()
+        with torch.no_grad():                     # the loss the spikes are found on
+            eval_losses.append(float(lm_loss(model, evaluation)))
+        eval_seconds += time.perf_counter() - tick
         batch = data.batch(s["batch_size"], step)
         optimizer.zero_grad()
         loss = lm_loss(model, batch)
@@ -184,9 +198,11 @@ def train_watched(seed: int = 0, out_dir=None, *, measure_on=("batch",),
             monitor.after_step()                  # 2: after the step
     seconds = time.perf_counter() - t0
     reports = {place: m.close() for place, m in monitors.items()}   # 3: files flushed, costs
-    return WatchedRun({p: pd.read_csv(out / p / "monitor.csv") for p in places}, reports,
-                      {p: out / p / "tensorboard" for p in places}, s, int(seed), diverged_at,
-                      seconds)
+    tables = {p: pd.read_csv(out / p / "monitor.csv") for p in places}
+    for table in tables.values():
+        table["eval_loss"] = eval_losses[:len(table)]
+    return WatchedRun(tables, reports, {p: out / p / "tensorboard" for p in places}, s,
+                      int(seed), diverged_at, seconds, eval_seconds)
 
 
 def read_tensorboard(log_dir) -> pd.DataFrame:
@@ -204,17 +220,23 @@ def read_tensorboard(log_dir) -> pd.DataFrame:
     return table.sort_index()
 
 
+SUSTAIN = 3
+"""The paper's sustained rule: λ_grad(Ĥ) above 2/η on this many measurements in a row (the
+minimum of λ_grad at t−1, t and t+1), raised at the last of them."""
+
+
 def _curvature_alarms(table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(the monitor's alarm where raised, λ_grad(Ĥ) > 2/η on two measurements in a row, the
-    measured steps) over the rows of one monitor's table. The alarm counts where it is raised,
-    on a measured step (the monitor's ``alarm`` column stays up until the next measurement)."""
-    lam = table["lambda_grad_pre"].to_numpy(dtype=float)
+    """(the monitor's alarm where raised, the paper's λ_grad(Ĥ) > 2/η on :data:`SUSTAIN`
+    measurements in a row, the measured steps) over the rows of one monitor's table. The alarm
+    counts where it is raised, on a measured step (the monitor's ``alarm`` column stays up
+    until the next measurement)."""
+    lam = table["lambda_grad_pre_a"].to_numpy(dtype=float)
     measured = np.isfinite(lam)
     above = np.nan_to_num(lam, nan=-np.inf) > table["threshold"].to_numpy(dtype=float)
     alarm = table["alarm"].astype(str).str.lower().eq("true").to_numpy()
-    w2 = np.zeros(len(table), dtype=bool)
-    w2[measured] = sustained(above[measured], 2)
-    return alarm & measured, w2, measured
+    held = np.zeros(len(table), dtype=bool)
+    held[measured] = sustained(above[measured], SUSTAIN)
+    return alarm & measured, held, measured
 
 
 def watch_alarms(tables) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -223,21 +245,27 @@ def watch_alarms(tables) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     steps for the curvature rules). ``tables``: place -> that monitor's table
     (:attr:`WatchedRun.tables`; a single table is the ``"batch"`` monitor's); the signals of a
     place not monitored are left out. The secant and the loss come from the first table (every
-    monitor logs the same ones)."""
+    monitor logs the same ones); "the loss rose" reads :func:`spike_loss`."""
     tables = {"batch": tables} if isinstance(tables, pd.DataFrame) else dict(tables)
     first = next(iter(tables.values()))
     out = {}
     for place, suffix in (("batch", ""), ("eval", "_eval")):
         if place in tables:
-            alarm, w2, measured = _curvature_alarms(tables[place])
+            alarm, held, measured = _curvature_alarms(tables[place])
             out[f"monitor{suffix}"] = (alarm, measured)
-            out[f"monitor{suffix}_w2"] = (w2, measured)
+            out[f"monitor{suffix}_w{SUSTAIN}"] = (held, measured)
     secant = first["secant"].to_numpy(dtype=float)
     threshold = first["threshold"].to_numpy(dtype=float)
     out["secant"] = (np.nan_to_num(secant, nan=-np.inf) > threshold, np.isfinite(secant))
-    out["loss_rose"] = (loss_rose(first["loss"].to_numpy(dtype=float)),
-                        np.arange(len(first)) > 0)
+    out["loss_rose"] = (loss_rose(spike_loss(first)), np.arange(len(first)) > 0)
     return out
+
+
+def spike_loss(table: pd.DataFrame) -> np.ndarray:
+    """The loss series the spikes are found on: the fixed evaluation batch's (``eval_loss``,
+    computed at every step before the update), or the training loss of a table without it."""
+    column = "eval_loss" if "eval_loss" in table else "loss"
+    return table[column].to_numpy(dtype=float)
 
 
 def score_watch(tables, seed: int = 0, factors=SPIKE_FACTORS,
@@ -249,26 +277,19 @@ def score_watch(tables, seed: int = 0, factors=SPIKE_FACTORS,
     true at K = :data:`WATCH_FACTOR`. ``tables`` as for :func:`watch_alarms`."""
     first = tables if isinstance(tables, pd.DataFrame) else next(iter(tables.values()))
     steps = first["step"].to_numpy()
-    loss = first["loss"].to_numpy(dtype=float)
+    loss = spike_loss(first)
     alarms = watch_alarms(tables)
     rows = []
     for k, factor in enumerate(factors):
         spikes = detect_spikes(loss, steps, factor=factor, window=SPIKE_WINDOW)
         for i, (name, (fired, eligible)) in enumerate(alarms.items()):
             for h in horizons:
-                s = score_alarms(steps, fired, spikes, h)
                 rng = np.random.default_rng([seed, k, WATCH_SIGNALS.index(name), h])
-                chance = matched_chance(steps, eligible, int(fired.sum()), spikes, h, rng)
                 rows.append({
                     "seed": int(seed), "architecture": "lm", "setting": "watch",
                     "signal": name, "threshold": 1.0, "factor": float(factor),
                     "default": factor == WATCH_FACTOR, "horizon": h, "steps": len(first),
-                    "spikes": s.spikes, "warned": len(s.leads), "alarms": s.alarms,
-                    "hits": s.hits, "false_alarms": s.false_alarms, "calm_steps": s.calm_steps,
-                    "precision": s.precision, "recall": s.recall, "f1": s.f1,
-                    "false_alarms_per_1000": s.false_alarms_per_1000,
-                    "median_lead": s.median_lead, "leads": " ".join(map(str, s.leads)),
-                    "chance_precision": chance[0], "chance_recall": chance[1]})
+                    **score_signal(steps, fired, eligible, spikes, h, rng)})
     return rows
 
 
@@ -278,7 +299,7 @@ def signal_table(table: pd.DataFrame, horizon: int = JUDGED_HORIZON,
     counts summed over seeds before dividing), each ratio with its 95 % bootstrap interval over
     seeds, as numbers: one row per signal of :data:`WATCH_SIGNALS`
     (:func:`utils.studies.predictors.display_table` formats it)."""
-    from utils.studies.predictors import pool
+    from utils.studies.scoring import pool
 
     rows = table[(table["factor"] == factor) & (table["horizon"] == horizon)]
     out = {name: pool(rows[rows["signal"] == name], intervals=True) for name in WATCH_SIGNALS
@@ -290,21 +311,23 @@ def run_summary(run: WatchedRun) -> dict:
     """The per-run columns of a stored row: steps done, the median loss of the last 100 steps,
     the step of divergence (NaN if none), the loop's own seconds, and per monitor (suffix
     ``_eval`` for the evaluation batch's) its cost ratio alone (:meth:`WatchedRun.overhead`),
-    its seconds, its product, and λ_grad(Ĥ) at :data:`RECOMPUTE_STEP`, with the loss there (for
-    the recompute test)."""
+    its seconds, its product, and λ_grad(Ĥ) (form A) at :data:`RECOMPUTE_STEP`, with the
+    training and evaluation losses there (for the recompute test)."""
     first = next(iter(run.tables.values()))
     at = lambda t, col: (float(t.loc[t["step"] == RECOMPUTE_STEP, col].iloc[0])
                          if (t["step"] == RECOMPUTE_STEP).any() else math.nan)
     out = {"steps_done": len(first), "final_loss": float(first["loss"].tail(100).median()),
+           "final_eval_loss": float(first["eval_loss"].tail(100).median()),
            "diverged_at": math.nan if run.diverged_at is None else run.diverged_at,
            "run_seconds": run.seconds, "loop_seconds": run.loop_seconds,
-           "loss_at_recompute": at(first, "loss")}
+           "eval_seconds": run.eval_seconds, "loss_at_recompute": at(first, "loss"),
+           "eval_loss_at_recompute": at(first, "eval_loss")}
     for place, table in run.tables.items():
         suffix = "" if place == "batch" else f"_{place}"
         out.update({f"overhead_ratio{suffix}": run.overhead(place),
                     f"monitor_seconds{suffix}": float(run.reports[place]["monitor_seconds"]),
                     f"hvp{suffix}": run.reports[place]["hvp"],
-                    f"lambda_grad_at_recompute{suffix}": at(table, "lambda_grad_pre")})
+                    f"lambda_grad_at_recompute{suffix}": at(table, "lambda_grad_pre_a")})
     return out
 
 
@@ -322,11 +345,11 @@ def watch_rows(seed: int, **settings) -> list[dict]:
 def watch_verdicts(table: pd.DataFrame) -> list:
     """The chapter's verdicts over the stored seeds, at K = :data:`WATCH_FACTOR` and
     h = :data:`~utils.studies.predictors.JUDGED_HORIZON`, stated before the table was computed.
+    That no alarm at or after a spike's start counts as a hit is a property of the scoring
+    (``tests/test_watch.py``), not a verdict.
 
     ``spikes_to_score``: the seeds spiked at least 10 times in all (else the setting does not
     spike and nothing below is judged on much).
-    ``no_hit_at_or_after_a_start``: every lead lies in [1, h]; an alarm at or after a start
-    counted as a hit would give a lead ≤ 0.
     ``monitor_beats_loss_rose``: the monitor's alarm has a higher pooled F1 than "the loss
     rose over the last step"; false if the baseline does as well.
     ``monitor_beats_chance``: its pooled precision exceeds that of random alarms at its own
@@ -334,27 +357,27 @@ def watch_verdicts(table: pd.DataFrame) -> list:
     ``monitor_false_alarms_within_budget``: at most :data:`~utils.studies.predictors.
     FALSE_ALARM_BUDGET` false alarms per 1,000 calm steps, the budget of chapter 6; false if
     it floods.
+    ``sustained_more_precise_than_single`` (the paper's statement for mini-batches: single
+    crossings also come without a spike, the sustained rule does not): the pooled precision of
+    the sustained rule (``monitor_w3``) exceeds that of the single measurement; false if
+    sustaining the crossing removed no false alarm relative to the hits, or raised none.
     ``eval_batch_beats_chance`` (where the table has the monitor on the fixed evaluation
     batch): that monitor's pooled precision exceeds its chance precision; false if measuring
     on a fixed batch, as the book's chapters do, were no better than its rate either.
     """
-    from utils.studies.predictors import FALSE_ALARM_BUDGET, lead_lists, pool, pooled_difference
+    from utils.studies.predictors import FALSE_ALARM_BUDGET
+    from utils.studies.scoring import pool, pooled_difference
     from utils.studies.verdicts import Verdict
 
     rows = table[table["default"].astype(bool) & (table["horizon"] == JUDGED_HORIZON)]
     by = {name: pool(rows[rows["signal"] == name]) for name in WATCH_SIGNALS
           if (rows["signal"] == name).any()}
     spikes = int(rows[rows["signal"] == "monitor"]["spikes"].sum())
-    leads = [x for row in lead_lists(rows["leads"]) for x in row]
-    bad = [x for x in leads if not 1 <= x <= JUDGED_HORIZON]
     f1, lo, hi = pooled_difference(table, "monitor", "loss_rose", "f1")
-    m = by["monitor"]
-    return [
+    m, held = by["monitor"], by.get(f"monitor_w{SUSTAIN}")
+    out = [
         Verdict("spikes_to_score", "the seeds have ≥ 10 spikes in all", spikes >= 10,
                 {"spikes": spikes, "seeds": int(rows["seed"].nunique())}),
-        Verdict("no_hit_at_or_after_a_start",
-                "every lead lies in [1, h]: no alarm at or after a spike's start is a hit",
-                not bad, {"leads": len(leads), "outside": len(bad)}),
         Verdict("monitor_beats_loss_rose",
                 f"the monitor's alarm has a higher F1 than 'the loss rose' at h = "
                 f"{JUDGED_HORIZON}", f1 > 0,
@@ -366,11 +389,21 @@ def watch_verdicts(table: pd.DataFrame) -> list:
         Verdict("monitor_false_alarms_within_budget",
                 f"at most {FALSE_ALARM_BUDGET:g} false alarms per 1,000 calm steps",
                 m["false_alarms_per_1000"] <= FALSE_ALARM_BUDGET,
-                {"false_alarms_per_1000": m["false_alarms_per_1000"]}),
-    ] + ([Verdict("eval_batch_beats_chance",
-                  "on a fixed evaluation batch, the monitor's alarm is more precise than random "
-                  "alarms at its own count",
-                  by["monitor_eval"]["precision"] > by["monitor_eval"]["chance_precision"],
-                  {"precision": by["monitor_eval"]["precision"],
-                   "chance": by["monitor_eval"]["chance_precision"]})]
-         if "monitor_eval" in by else [])
+                {"false_alarms_per_1000": m["false_alarms_per_1000"]})]
+    if held is not None:
+        out.append(Verdict(
+            "sustained_more_precise_than_single",
+            f"the paper's sustained rule ({SUSTAIN} measurements above 2/η) is more precise "
+            "than a single measurement",
+            bool(held["precision"] > m["precision"]),
+            {"precision_sustained": held["precision"], "precision_single": m["precision"],
+             "alarms_sustained": held["alarms"], "alarms_single": m["alarms"]}))
+    if "monitor_eval" in by:
+        out.append(Verdict(
+            "eval_batch_beats_chance",
+            "on a fixed evaluation batch, the monitor's alarm is more precise than random "
+            "alarms at its own count",
+            by["monitor_eval"]["precision"] > by["monitor_eval"]["chance_precision"],
+            {"precision": by["monitor_eval"]["precision"],
+             "chance": by["monitor_eval"]["chance_precision"]}))
+    return out
