@@ -141,3 +141,18 @@ def test_lambda_grad_between_tracked_steps_is_what_a_tracked_step_measures():
         np.testing.assert_allclose(sparse[column], every[column], rtol=1e-10)
     with pytest.raises(ValueError, match="grad_every"):
         run(replace(base, grad_every=1, measure=("lambda_max_pre",)))
+
+
+def test_calm_leaves_out_the_steps_at_which_lambda_max_is_above_two_over_eta():
+    """Aligned (0.5) while λ_max(Ĥ) is above 2/η from 60 steps before each spike's onset
+    window: those steps are not calm, so the calm median stays at the unaligned 1e-3; counted,
+    they would raise it."""
+    run = synthetic()
+    m = run.metrics
+    for start, _ in SPIKES:
+        early = (m["step"] >= start - 80) & (m["step"] < start - 20)
+        m.loc[early & m["lambda_max_pre"].notna(), "lambda_max_pre"] = 2100.0
+        m.loc[early & m["cos_grad_top_sym"].notna(), "cos_grad_top_sym"] = 0.5
+    assert (spike_rows(run)["calm_cos"] == 1e-3).all()
+    m["lambda_max_pre"] = m["lambda_max_pre"].where(m["lambda_max_pre"].isna(), 1900.0)
+    assert (spike_rows(run)["calm_cos"] > 1e-3).all()

@@ -27,7 +27,8 @@ crossings and onset windows, :mod:`utils.studies.onset`; chapter 2's reading of 
 * the **alignment** |cos(D^{1/2}g, u)| (u the top eigenvector of c D^{1/2} H D^{1/2}) at onset
   is its largest value in the :data:`ONSET_BEFORE` steps up to a spike's start; calm is its
   median over the tracked steps between the previous spike's end (or the warm-up) and that
-  window.
+  window at which λ_max(Ĥ) was measured below 2/η (on this CNN it can cross tens of steps
+  before the start).
 """
 from __future__ import annotations
 
@@ -78,7 +79,7 @@ def spike_rows(result) -> pd.DataFrame:
     over before the start); ``grad_after_peak`` (λ_grad(Ĥ), form A, at the first step after the
     peak where it was measured, over 2/η); ``onset_cos`` (the largest alignment in the
     :data:`ONSET_BEFORE` steps up to the start) and ``calm_cos`` (its median since the previous
-    spike's end, before that window)."""
+    spike's end, before that window, over the tracked steps with λ_max(Ĥ) below 2/η)."""
     m, cfg = result.metrics, result.config
     threshold = 2.0 / cfg.lr
     columns = ["start", "peak", "g_over_sqrt_v", "v_rate_worst", "v_hat_rate_worst",
@@ -103,7 +104,10 @@ def spike_rows(result) -> pd.DataFrame:
             cos = m.dropna(subset=[ALIGNMENT])
             lo = s.start - ONSET_BEFORE
             onset = cos[(cos["step"] >= lo) & (cos["step"] <= s.start)][ALIGNMENT]
-            calm = cos[(cos["step"] > prev_end) & (cos["step"] < lo)][ALIGNMENT]
+            calm = cos[(cos["step"] > prev_end) & (cos["step"] < lo)]
+            if "lambda_max_pre" in calm:      # calm: λ_max(Ĥ) measured below 2/η
+                calm = calm[calm["lambda_max_pre"] < threshold]
+            calm = calm[ALIGNMENT]
             row["onset_cos"] = float(onset.max()) if len(onset) else math.nan
             row["calm_cos"] = float(calm.median()) if len(calm) else math.nan
         rows.append(row)
