@@ -281,3 +281,11 @@ def test_prevented_up_to_crossing_averages_the_lags_before_the_spike_start():
     table = fork_table()
     assert prevented_up_to_crossing(table, "v_floor") == pytest.approx((0.9 * 3 + 0.0) / 4)
     assert prevented_up_to_crossing(table, "eps_raised") == 1.0
+
+
+def test_early_prevented_pools_the_early_forks_whose_control_spiked():
+    from utils.studies.interventions import early_prevented
+
+    table = fork_table()
+    assert early_prevented(table, "v_floor") == (pytest.approx(0.9), 30)
+    assert early_prevented(table, "v_floor_raw") == (pytest.approx(0.5), 30)

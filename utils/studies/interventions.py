@@ -444,6 +444,17 @@ def spike_rates(table: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values(["branch", "lag"]).set_index(["branch", "lag"])
 
 
+def early_prevented(table: pd.DataFrame, branch: str) -> tuple[float, int]:
+    """(share, forks): among the forks at :data:`PREVENTION_LAGS` whose control spiked, the
+    share in which ``branch`` did not spike within the horizon, pooled over every fork."""
+    key = ["architecture", "seed", "spike", "lag"]
+    control = table[table["branch"] == "control"].set_index(key)["spiked"]
+    early = table[table["lag"].isin(PREVENTION_LAGS)]
+    g = early[early["branch"] == branch].set_index(key)["spiked"]
+    g = g[control.reindex(g.index).fillna(False).astype(bool)]
+    return (float((~g.astype(bool)).mean()) if len(g) else math.nan), len(g)
+
+
 def intervention_verdicts(table: pd.DataFrame) -> list:
     """The chapter's verdicts over all forks (thresholds :data:`CONTROL_MIN`,
     :data:`PREVENT_MIN`, stated before the sweep).
@@ -460,17 +471,9 @@ def intervention_verdicts(table: pd.DataFrame) -> list:
     """
     from utils.studies.verdicts import Verdict
 
-    key = ["architecture", "seed", "spike", "lag"]
-    control = table[table["branch"] == "control"].set_index(key)["spiked"]
-    early = table[table["lag"].isin(PREVENTION_LAGS)]
-
-    def prevented(branch):
-        g = early[early["branch"] == branch].set_index(key)["spiked"]
-        g = g[control.reindex(g.index).fillna(False).astype(bool)]
-        return float((~g.astype(bool)).mean()) if len(g) else math.nan, len(g)
-
-    floor, n_floor = prevented("v_floor")
-    kick, _ = prevented("random_kick")
+    control = table[table["branch"] == "control"]["spiked"]
+    floor, n_floor = early_prevented(table, "v_floor")
+    kick, _ = early_prevented(table, "random_kick")
     return [
         Verdict("control_reproduces_the_spike",
                 f"the unchanged branch spikes in ≥ {CONTROL_MIN:.0%} of forks",
