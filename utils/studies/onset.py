@@ -40,7 +40,7 @@ import pandas as pd
 from utils.curvature.tracker import uncertified_steps
 from utils.events.spikes import Crossing, score_predictor, sustained_crossings
 from utils.studies.paper import PaperStatement, seed_value
-from utils.studies.scoring import JUDGED_HORIZON, matched_chance, pool
+from utils.studies.scoring import JUDGED_HORIZON, pool, score_signal
 from utils.studies.verdicts import Verdict
 
 WARMUP = 20
@@ -105,28 +105,17 @@ def scored_counts(result) -> dict:
     rule of :data:`VARIANTS`: ``<signal>_<variant>_<count>`` for the counts of
     :data:`COUNTS` (matched chance on the measured steps, scored by the same rule), and
     ``<signal>_<variant>_leads``."""
-    from utils.events.detectors import score_alarms
-
     m, spikes = result.metrics, list(result.spikes)
     steps = m["step"].to_numpy()
     out = {}
     for i, q in enumerate(SCORED_SIGNALS):
         column = next((c for c in COLUMNS[q] if c in m and m[c].notna().any()), None)
         values = (m[column].to_numpy(dtype=float) if column else np.full(len(m), np.nan))
-        eligible = np.isfinite(values)
         fired = np.nan_to_num(values, nan=-np.inf) > 2.0 / result.config.lr
         for j, (name, rule) in enumerate(VARIANTS.items()):
-            rules = {k: v for k, v in rule.items() if k != "horizon"}
-            s = score_alarms(steps, fired, spikes, rule["horizon"], **rules)
-            rng = np.random.default_rng([result.config.seed, i, j])
-            chance, _ = matched_chance(steps, eligible, int(fired.sum()), spikes,
-                                       rule["horizon"], rng, **rules)
-            key = f"{q}_{name}"
-            out.update({f"{key}_hits": s.hits, f"{key}_alarms": s.alarms,
-                        f"{key}_warned": len(s.leads), f"{key}_spikes": s.spikes,
-                        f"{key}_false_alarms": s.false_alarms, f"{key}_calm_steps": s.calm_steps,
-                        f"{key}_chance_precision": chance,
-                        f"{key}_leads": " ".join(map(str, s.leads))})
+            row = score_signal(steps, fired, np.isfinite(values), spikes, rng=np.random.default_rng(
+                [result.config.seed, i, j]), **rule)
+            out.update({f"{q}_{name}_{c}": row[c] for c in (*COUNTS, "leads")})
     return out
 
 

@@ -35,16 +35,18 @@ CHANCE_DRAWS = 10
 
 
 def score_signal(steps, fired, eligible, spikes, horizon: int, rng,
-                 draws: int = CHANCE_DRAWS) -> dict:
+                 draws: int = CHANCE_DRAWS, **rules) -> dict:
     """One signal on one run at ``horizon``, scored by the module's rules: ``fired`` (bool per
     step of ``steps``) against ``spikes``, with matched chance over the ``eligible`` steps (where
     the signal could fire) drawn from ``rng``. The columns every chapter stores: spikes,
     warned, alarms, hits, false_alarms, calm_steps, precision, recall, f1,
     false_alarms_per_1000, median_lead, leads (space-separated), chance_precision,
-    chance_recall."""
+    chance_recall. ``rules``: :func:`~utils.events.detectors.score_alarms`'s keywords, for
+    chapter 4's account of its former rule only."""
     fired = np.asarray(fired, dtype=bool)
-    s = score_alarms(steps, fired, spikes, horizon)
-    chance = matched_chance(steps, eligible, int(fired.sum()), spikes, horizon, rng, draws)
+    s = score_alarms(steps, fired, spikes, horizon, **rules)
+    chance = matched_chance(steps, eligible, int(fired.sum()), spikes, horizon, rng, draws,
+                            **rules)
     return {"spikes": s.spikes, "warned": len(s.leads), "alarms": s.alarms, "hits": s.hits,
             "false_alarms": s.false_alarms, "calm_steps": s.calm_steps,
             "precision": s.precision, "recall": s.recall, "f1": s.f1,
