@@ -444,15 +444,29 @@ def spike_rates(table: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values(["branch", "lag"]).set_index(["branch", "lag"])
 
 
+FORK = ["architecture", "seed", "spike", "lag"]
+"""The columns that name one fork."""
+
+
+def judged_forks(table: pd.DataFrame, lags=LAGS) -> pd.DataFrame:
+    """The rows of the forks at ``lags`` whose control spiked (the forks a branch can prevent
+    a spike in), indexed by :data:`FORK`, with ``prevented`` (the branch did not spike within
+    the horizon) and ``delay`` (its spike's start minus the control's; NaN where it did not
+    spike)."""
+    t = table[table["lag"].isin(lags)].set_index(FORK)
+    control = t[t["branch"] == "control"]
+    spiked = control["spiked"].astype(bool).reindex(t.index).fillna(False).to_numpy()
+    t = t[spiked]
+    return t.assign(prevented=~t["spiked"].astype(bool),
+                    delay=t["spike_start"] - control["spike_start"].reindex(t.index))
+
+
 def early_prevented(table: pd.DataFrame, branch: str) -> tuple[float, int]:
     """(share, forks): among the forks at :data:`PREVENTION_LAGS` whose control spiked, the
     share in which ``branch`` did not spike within the horizon, pooled over every fork."""
-    key = ["architecture", "seed", "spike", "lag"]
-    control = table[table["branch"] == "control"].set_index(key)["spiked"]
-    early = table[table["lag"].isin(PREVENTION_LAGS)]
-    g = early[early["branch"] == branch].set_index(key)["spiked"]
-    g = g[control.reindex(g.index).fillna(False).astype(bool)]
-    return (float((~g.astype(bool)).mean()) if len(g) else math.nan), len(g)
+    g = judged_forks(table, PREVENTION_LAGS)
+    g = g[g["branch"] == branch]
+    return (float(g["prevented"].mean()) if len(g) else math.nan), len(g)
 
 
 def intervention_verdicts(table: pd.DataFrame) -> list:
@@ -493,11 +507,7 @@ def intervention_verdicts(table: pd.DataFrame) -> list:
 def prevented_shares(table: pd.DataFrame) -> pd.DataFrame:
     """Per branch (rows) and lag (columns): the share of the forks whose control spiked in
     which the branch did not spike within the horizon."""
-    key = ["architecture", "seed", "spike", "lag"]
-    control = table[table["branch"] == "control"].set_index(key)["spiked"].astype(bool)
-    t = table.set_index(key)
-    t = t[control.reindex(t.index).fillna(False).to_numpy()].reset_index()
-    t["prevented"] = ~t["spiked"].astype(bool)
+    t = judged_forks(table).reset_index()
     out = t.pivot_table(index="branch", columns="lag", values="prevented", aggfunc="mean",
                         observed=False)
     return out.reindex(index=[b for b in BRANCHES if b != "control"],
@@ -525,18 +535,13 @@ def architecture_effects(table: pd.DataFrame, branches=EFFECT_BRANCHES) -> pd.Da
     still came, against the control's start of the same fork (NaN where none came)."""
     from scipy.stats import binomtest
 
-    key = ["architecture", "seed", "spike", "lag"]
-    early = table[table["lag"].isin(PREVENTION_LAGS)]
-    control = early[early["branch"] == "control"].set_index(key)
-    spiked = control["spiked"].astype(bool)
+    early = judged_forks(table, PREVENTION_LAGS)
     rows = []
     for (arch, branch), g in early[early["branch"].isin(branches)].groupby(
             ["architecture", "branch"], sort=False):
-        g = g.set_index(key)
-        g = g[spiked.reindex(g.index).fillna(False).to_numpy()]
-        n, k = len(g), int((~g["spiked"].astype(bool)).sum())
+        n, k = len(g), int(g["prevented"].sum())
         ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson") if n else None
-        delay = (g["spike_start"] - control["spike_start"].reindex(g.index)).dropna()
+        delay = g["delay"].dropna()
         rows.append({"architecture": arch, "branch": branch, "forks": n, "prevented": k,
                      "share_prevented": k / n if n else math.nan,
                      "ci95_low": ci.low if ci else math.nan,
