@@ -714,8 +714,9 @@ _register_phase_sweep()
 
 
 def _register_mitigation_sweep() -> None:
-    """Chapter 7's methods on the MLP, CNN and Transformer (:func:`utils.studies.mitigations.
-    mitigation_config`), seeds 0-9 of a config in one task (batched where Adam allows it)."""
+    """Chapter 7's methods on the MLP, the Figure-5 network and the Transformer
+    (:func:`utils.studies.mitigations.mitigation_config`), seeds 0-9 of a config in one task
+    (batched where Adam allows it)."""
     from utils.studies.mitigations import (ARCHITECTURES, METHODS, MITIGATION_SEEDS,
                                            mitigation_config)
 
@@ -725,7 +726,7 @@ def _register_mitigation_sweep() -> None:
         seeds=MITIGATION_SEEDS, evaluate="utils.studies.mitigations:mitigation_rows",
         seeds_per_task=len(MITIGATION_SEEDS), batch_models=("mlp",),
         description="Adam, larger ε, smaller β2, StableAdamW, SPAM, ZClip and Adam-atan2 on the "
-                    "MLP, CNN and Transformer, 10 seeds"))
+                    "MLP, the Figure-5 network and the Transformer, 10 seeds"))
 
 
 _register_mitigation_sweep()

@@ -1,8 +1,8 @@
 """What removes the spikes, and at what cost: the runs, tables and verdicts of chapter 7.
 
-The sweep ``mitigations`` trains every method of :data:`METHODS` on chapter 1's MLP, chapter
-3's CNN and the book's one-layer Transformer (:data:`ARCHITECTURES`, each at its default run)
-under seeds 0-9, one row per (architecture, method, seed) (:func:`mitigation_rows`). The
+The sweep ``mitigations`` trains every method of :data:`METHODS` on the full-batch settings of
+chapter 6 (:data:`ARCHITECTURES`: chapter 1's MLP, chapter 2's network of the paper's Figure 5
+over 1,000 steps, and the book's one-layer Transformer) under seeds 0-9, one row per (architecture, method, seed) (:func:`mitigation_rows`). The
 methods are Adam itself, Adam with a larger ε or a smaller β2 (``torch.optim.Adam``), and the
 libraries' optimizers and clipper (:mod:`utils.training.optimizers`): StableAdamW, SPAM, ZClip in
 front of Adam and Adam-atan2.
@@ -34,9 +34,11 @@ import pandas as pd
 
 from utils.curvature.adam_state import momentum_factor
 
-ARCHITECTURES = {"mlp": "01_v_decay", "cnn": "cnn_digits8",
+ARCHITECTURES = {"mlp": "01_v_decay", "fnn_fig5": "02_lambda_max_crossing",
                  "transformer": "transformer_mod11"}
-"""Architecture -> the chapter whose default run (model, data, η, steps) it trains."""
+"""Architecture -> the chapter whose default run (model, data, η, steps) it trains, with the
+changes of chapter 6's full-batch setting of the same name
+(:data:`utils.studies.predictors.SETTINGS`: chapter 2's network runs 1,000 steps)."""
 MITIGATION_SEEDS = tuple(range(10))
 TRACK_EVERY = 25
 """λ_max(H) and λ_max(Ĥ) are measured every this many steps (the share of steps above 2/η is
@@ -115,11 +117,20 @@ def mitigation_config(architecture: str, method: str, **overrides):
     with the method's changes and ``overrides``."""
     from utils.studies.settings import chapter_config
 
+    from utils.studies.predictors import SETTINGS
+
     check_method(architecture, method)
-    changes = {"measure": MEASURE, "track_every": TRACK_EVERY, "eig_tol": EIG_TOL,
+    changes = {**SETTINGS[(architecture, "full batch")][1], "measure": MEASURE, "track_every": TRACK_EVERY, "eig_tol": EIG_TOL,
                "progress": False,
                **METHODS[method].changes, **overrides}
     return chapter_config(ARCHITECTURES[architecture], **changes)
+
+
+def architecture_of(config) -> str:
+    """The :data:`ARCHITECTURES` label of a run's config (chapter 6's setting it trains)."""
+    from utils.studies.predictors import setting_of
+
+    return setting_of(config)[0]
 
 
 def method_of(config) -> str:
@@ -170,15 +181,15 @@ def eps_needed(metrics: pd.DataFrame, config) -> float:
 
 def mitigation_rows(results) -> list[dict]:
     """The sweep's evaluate function: one row per run (see the module docstring). The sweep
-    batches the MLP's seeds where Adam allows it and trains the CNN's and the Transformer's one
-    at a time (batched, their tracked runs were slower here)."""
+    batches the two feed-forward networks' seeds where Adam allows it and trains the
+    Transformer's one at a time (batched, its tracked runs were slower here)."""
     rows = []
     for r in results:
         config, m = r.config, r.metrics
         diverged = r.diverged_at is not None
         tracked = m["lambda_max_pre"].dropna() if "lambda_max_pre" in m else pd.Series(dtype=float)
         rows.append({
-            "architecture": config.model, "method": method_of(config),
+            "architecture": architecture_of(config), "method": method_of(config),
             "steps_run": int(len(m)), "n_spikes": len(r.spikes),
             "spikes_per_1000": 1000.0 * len(r.spikes) / max(len(m), 1),
             "diverged": diverged, "final_loss": final_loss(m, diverged),
