@@ -86,9 +86,9 @@ def test_verdicts_hold_where_their_claims_hold():
 def test_each_verdict_fails_where_its_claim_is_false():
     good = {(a, "eps_0.1"): 0 for a in ARCHITECTURES}
     good[("transformer", "beta2_0.9")] = 0
-    # ε = 0.1 leaves spikes in 2 of 10 seeds of the CNN
-    bad = {**good, ("cnn", "eps_0.1"): [1, 1] + [0] * 8}
-    assert not verdicts_of(fake_table(bad, crossings={("cnn", "eps_0.1"): 0.1}))[
+    # ε = 0.1 leaves spikes in 2 of 10 seeds of the Figure-5 network
+    bad = {**good, ("fnn_fig5", "eps_0.1"): [1, 1] + [0] * 8}
+    assert not verdicts_of(fake_table(bad, crossings={("fnn_fig5", "eps_0.1"): 0.1}))[
         "eps_0.1_removes_spikes"]
     # β2 = 0.9 spikes as often as Adam on the Transformer
     bad = {**good, ("transformer", "beta2_0.9"): 2}
@@ -108,8 +108,8 @@ def test_crossing_split_compares_within_the_methods_that_have_both_kinds_of_run(
     from utils.studies.mitigations import crossing_split
 
     good = {(a, "eps_0.1"): 0 for a in ARCHITECTURES}
-    # ε = 1e-2 on the CNN: 5 seeds without a crossing (spike-free), 5 with (2 spikes each)
-    spikes = {**good, ("cnn", "eps_1e-2"): [0] * 5 + [2] * 5}
+    # ε = 1e-2 on the Figure-5 network: 5 seeds without a crossing (spike-free), 5 with (2 spikes each)
+    spikes = {**good, ("fnn_fig5", "eps_1e-2"): [0] * 5 + [2] * 5}
     split = crossing_split(fake_table(spikes))
     assert split["strata_with_both"] == 1 and split["within_runs"] == 10
     assert split["within_spike_free_without_crossing"] == 1.0

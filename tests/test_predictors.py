@@ -165,3 +165,17 @@ def test_every_stored_lead_lies_in_its_window(name):
     table = load_sweep(name)
     leads = [(x, h) for row, h in zip(lead_lists(table["leads"]), table["horizon"]) for x in row]
     assert leads and all(1 <= x <= h for x, h in leads)
+
+
+def test_setting_of_names_the_setting_not_the_model_class():
+    """Chapter 1's MLP and chapter 2's network are both ``model="mlp"``: the rows must tell
+    them apart, and a run of no setting keeps its model class."""
+    from utils.studies.predictors import SETTINGS, predictor_config, setting_of
+    from utils.training.runs import RunConfig
+
+    for key in SETTINGS:
+        assert setting_of(predictor_config(*key, seed=3, lr=1e-3)) == key
+    assert setting_of(predictor_config("mlp", "full batch")) != setting_of(
+        predictor_config("fnn_fig5", "full batch"))
+    assert setting_of(RunConfig(model="mlp", model_kwargs={"width": 16}, batch_size=8)) == (
+        "mlp", "batch 8")

@@ -127,7 +127,8 @@ def mitigation_config(architecture: str, method: str, **overrides):
 
 
 def architecture_of(config) -> str:
-    """The :data:`ARCHITECTURES` label of a run's config (chapter 6's setting it trains)."""
+    """The :data:`ARCHITECTURES` label of a run's config (chapter 6's setting it trains; the
+    model class for a run of none)."""
     from utils.studies.predictors import setting_of
 
     return setting_of(config)[0]

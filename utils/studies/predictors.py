@@ -69,16 +69,16 @@ def predictor_config(architecture: str, setting: str, **overrides):
 
 
 def setting_of(config) -> tuple[str, str]:
-    """The (architecture, setting) key of :data:`SETTINGS` whose run ``config`` is (matched on
-    model, data, their arguments and batch size; other fields, the seed included, may differ)."""
+    """(architecture, setting) of a run's config: the key of :data:`SETTINGS` whose run it is
+    (matched on model, data, their arguments and batch size; other fields, the seed included,
+    may differ), else its model class and "full batch" or "batch B"."""
     def identity(c):
         return (c.model, c.model_kwargs, c.data, c.data_kwargs, c.batch_size)
 
     for key in SETTINGS:
         if identity(predictor_config(*key)) == identity(config):
             return key
-    raise ValueError(f"config must be one of the settings {list(SETTINGS)}, got model "
-                     f"{config.model!r} on data {config.data!r} (batch {config.batch_size})")
+    return config.model, f"batch {config.batch_size}" if config.batch_size else "full batch"
 
 
 def predictor_rows(config, seeds) -> list[dict]:
