@@ -4,7 +4,7 @@ import torch
 from utils.curvature.adam_state import read_adam_state
 from utils.training.data import modular_addition
 from utils.curvature.hvp import LossHessian, loss_of_params
-from utils.training.losses import mse
+from utils.training.losses import cross_entropy, mse
 from utils.training.models import build_model
 
 torch.set_num_threads(1)
@@ -30,6 +30,15 @@ def tiny_transformer():
     model = build_model("transformer", seed=0, vocab_size=4, seq_len=3, out_dim=3, d_model=4,
                         n_heads=2)
     return model, loss_of_params(model, mse, data.inputs, data.targets)
+
+
+@pytest.fixture
+def tiny_transformer_ce():
+    """The tiny Transformer under the cross-entropy of the anchor-function tasks (class ids)."""
+    data = modular_addition(modulus=3)
+    model = build_model("transformer", seed=0, vocab_size=4, seq_len=3, out_dim=3, d_model=4,
+                        n_heads=2, d_ff=6)
+    return model, loss_of_params(model, cross_entropy, data.inputs, data.targets.argmax(1))
 
 
 @pytest.fixture

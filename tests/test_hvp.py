@@ -24,7 +24,8 @@ def dense_hessian(model, loss_fn):
         return torch.autograd.functional.hessian(f, theta0)
 
 
-@pytest.mark.parametrize("problem", ["tiny_mlp", "tiny_transformer", "tiny_cnn"])
+@pytest.mark.parametrize("problem", ["tiny_mlp", "tiny_transformer", "tiny_transformer_ce",
+                                     "tiny_cnn"])
 @pytest.mark.parametrize("method", ["autograd", "func"])
 def test_hvp_matches_dense_hessian(problem, method, request):
     model, loss_fn = request.getfixturevalue(problem)
@@ -115,7 +116,8 @@ def test_forward_of_transformer_uses_sdpa(tiny_transformer):
     assert calls
 
 
-@pytest.mark.parametrize("problem", ["tiny_mlp", "tiny_transformer", "tiny_cnn"])
+@pytest.mark.parametrize("problem", ["tiny_mlp", "tiny_transformer", "tiny_transformer_ce",
+                                     "tiny_cnn"])
 def test_finite_difference_products_match_the_dense_hessian(problem, request):
     """The central difference of gradients agrees with the dense Hessian to O(ε^{2/3}) in
     float64, keeps no graph of ∇L, and counts its products."""

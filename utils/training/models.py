@@ -130,14 +130,15 @@ class CausalSelfAttention(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-LN block: x + attn(LN(x)), then x + MLP(LN(x))."""
+    """Pre-LN block: x + attn(LN(x)), then x + MLP(LN(x)); the MLP's hidden width is ``d_ff``
+    (default 4 d_model)."""
 
-    def __init__(self, d_model: int, n_heads: int):
+    def __init__(self, d_model: int, n_heads: int, d_ff: int | None = None):
         super().__init__()
+        d_ff = 4 * d_model if d_ff is None else d_ff
         self.ln1, self.ln2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
         self.attn = CausalSelfAttention(d_model, n_heads)
-        self.mlp = nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.GELU(),
-                                 nn.Linear(4 * d_model, d_model))
+        self.mlp = nn.Sequential(nn.Linear(d_model, d_ff), nn.GELU(), nn.Linear(d_ff, d_model))
 
     def forward(self, x):
         x = x + self.attn(self.ln1(x))
@@ -145,10 +146,12 @@ class Block(nn.Module):
 
 
 class Transformer(nn.Module):
-    """Token ids (batch, seq_len) -> outputs (batch, out_dim) read at the last position."""
+    """Token ids (batch, seq_len) -> outputs (batch, out_dim) read at the last position.
+    ``d_ff``: the blocks' MLP width (None: 4 d_model; the anchor-function models of Zhang et
+    al. use 3 d_model, 1,200 at d_model = 400)."""
 
     def __init__(self, vocab_size: int, seq_len: int, out_dim: int, d_model: int = 16,
-                 n_heads: int = 2, n_layers: int = 1):
+                 n_heads: int = 2, n_layers: int = 1, d_ff: int | None = None):
         super().__init__()
         check_number("vocab_size", vocab_size, low=2, integer=True)
         check_number("seq_len", seq_len, low=1, integer=True)
@@ -156,11 +159,13 @@ class Transformer(nn.Module):
         check_number("d_model", d_model, low=1, integer=True)
         check_number("n_heads", n_heads, low=1, integer=True)
         check_number("n_layers", n_layers, low=1, integer=True)
+        if d_ff is not None:
+            check_number("d_ff", d_ff, low=1, integer=True)
         if d_model % n_heads:
             raise ValueError(f"d_model ({d_model}) must be a multiple of n_heads ({n_heads})")
         self.tok = nn.Embedding(vocab_size, d_model)
         self.pos = nn.Parameter(torch.randn(seq_len, d_model) / math.sqrt(d_model))
-        self.blocks = nn.Sequential(*[Block(d_model, n_heads) for _ in range(n_layers)])
+        self.blocks = nn.Sequential(*[Block(d_model, n_heads, d_ff) for _ in range(n_layers)])
         self.ln_f = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, out_dim)
 

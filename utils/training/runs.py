@@ -6,7 +6,9 @@
     result.save("out/", verdicts)   # metrics.csv + summary.json
 
 The loss is the mean squared error over samples and outputs (:func:`utils.training.losses.mse`)
-for every data set; the quadratic model's output is its loss. Training is full batch, and the
+for every data set but the anchor-function tasks, whose loss is the cross-entropy (the data set's
+``info["loss"]``, :func:`utils.training.losses.loss_for`); the quadratic model's output is its
+loss. Training is full batch, and the
 curvature is measured on that same full batch, unless ``batch_size`` is set: then each update
 uses a mini-batch drawn for its step, while the ``loss`` column, the spikes and every curvature
 quantity are measured on the full data set, the fixed evaluation batch (``batch_loss`` holds
@@ -29,7 +31,7 @@ from tqdm import tqdm
 
 from utils import __version__
 from utils.training.data import DATASETS, load_dataset
-from utils.training.losses import mse
+from utils.training.losses import loss_for
 from utils.curvature.hvp import HVP_METHODS, LossHessian, loss_of_params, math_attention
 from utils.training.models import MODELS, build_model
 from utils.training.optimizers import (CLIPPERS, OPTIMIZERS, PRECONDITIONED, build_clipper,
@@ -58,7 +60,9 @@ class RunConfig:
     replacement under (seed, step) (:func:`minibatch`); 0 is full batch. ``optimizer`` names
     ``torch.optim.Adam`` (``"adam"``), ``torch.optim.SGD`` (``"gd"``) or a library's optimizer,
     and ``clip`` a library's gradient clipper applied before each step
-    (:mod:`utils.training.optimizers`).
+    (:mod:`utils.training.optimizers`). ``warmup`` = w > 0 warms η up linearly, η t / w at the
+    steps t ≤ w, and holds it at η after (:func:`lr_at`; the ``lr`` column then holds η_t, and
+    the threshold of a step is 2/η_t, the constant 2/η after the warm-up); 0 is a constant η.
     """
 
     model: str = "mlp"
@@ -86,6 +90,7 @@ class RunConfig:
     device: str = "cpu"
     batch_size: int = 0
     clip: str = "none"
+    warmup: int = 0
     progress: bool = True
 
     def validate(self) -> "RunConfig":
@@ -116,6 +121,7 @@ class RunConfig:
         check_number("threads", self.threads, low=1, integer=True)
         check_device(self.device)
         check_number("batch_size", self.batch_size, low=0, integer=True)
+        check_number("warmup", self.warmup, low=0, high=self.steps, integer=True)
         if self.batch_size and self.model == "quadratic":
             raise ValueError("batch_size: the quadratic model has no data to batch; use 0")
         return self
@@ -129,6 +135,14 @@ class Checkpoint:
     step: int
     params: dict
     optimizer: dict
+
+
+def lr_at(config: RunConfig, step: int) -> float:
+    """η_t, the step size of update ``step`` (t = 1, 2, ...): η t / w during a warm-up of w =
+    ``config.warmup`` steps, η after it (and always η when w = 0)."""
+    if config.warmup and step < config.warmup:
+        return config.lr * step / config.warmup
+    return config.lr
 
 
 def take_checkpoint(step: int, params: dict, opt) -> Checkpoint:
@@ -255,7 +269,8 @@ def build_model_for(config: RunConfig, data) -> torch.nn.Module:
     elif config.model == "transformer":
         kwargs.setdefault("vocab_size", data.info["vocab_size"])
         kwargs.setdefault("seq_len", data.info["seq_len"])
-        kwargs.setdefault("out_dim", data.targets.shape[1])
+        kwargs.setdefault("out_dim", data.targets.shape[1] if data.targets.dim() > 1
+                          else data.info["n_classes"])
     return build_model(config.model, seed=config.seed, dtype=dtype, **kwargs).to(config.device)
 
 
@@ -265,7 +280,7 @@ def build_problem(config: RunConfig):
     model = build_model_for(config, data)
     if data is None:
         return model, loss_of_params(model, lambda out, _y: out, None, None)
-    return model, loss_of_params(model, mse, data.inputs, data.targets)
+    return model, loss_of_params(model, loss_for(data.info), data.inputs, data.targets)
 
 
 def minibatch(config: RunConfig, model, data, step: int):
@@ -275,7 +290,20 @@ def minibatch(config: RunConfig, model, data, step: int):
     draws the same batches."""
     gen = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
     idx = torch.randperm(len(data), generator=gen)[:config.batch_size].to(config.device)
-    return loss_of_params(model, mse, data.inputs[idx], data.targets[idx])
+    return loss_of_params(model, loss_for(data.info), data.inputs[idx], data.targets[idx])
+
+
+def held_out_loss(config: RunConfig, model):
+    """The loss of ``model``'s θ on the held-out ``test`` set of ``config``'s data set (a
+    ``loss_of_params`` function), or None where it has none (no ``n_test`` in ``data_kwargs``:
+    the data set is then not built a second time)."""
+    if not config.data_kwargs.get("n_test"):
+        return None
+    test = build_data(config).test
+    if test is None:
+        return None
+    inputs, targets = test.inputs.to(config.device), test.targets.to(config.device)
+    return loss_of_params(model, loss_for(test.info), inputs, targets)
 
 
 def parameter_count(config: RunConfig) -> int:
@@ -329,6 +357,7 @@ def run(config: RunConfig, *, resume: Checkpoint | None = None, checkpoint_steps
     torch.set_num_threads(config.threads)
     model, loss_fn = build_problem(config)
     data = build_data(config) if config.batch_size else None
+    held_out = held_out_loss(config, model)
     if data is not None and config.batch_size > len(data):
         raise ValueError(f"batch_size must be in [0, {len(data)}] (the data set's size), "
                          f"got {config.batch_size}")
@@ -370,6 +399,11 @@ def run(config: RunConfig, *, resume: Checkpoint | None = None, checkpoint_steps
             with math_attention(), torch.no_grad():
                 loss = loss_fn(params)
         row = {"step": step, "loss": float(loss.detach())}
+        t_eval = time.perf_counter()
+        if held_out is not None:    # the held-out loss at θ_t, timed apart from the step
+            with math_attention(), torch.no_grad():
+                row["test_loss"] = float(held_out(params))
+        t_eval = time.perf_counter() - t_eval
         if data is not None:
             update_loss = minibatch(config, model, data, step)
             with math_attention():
@@ -393,6 +427,10 @@ def run(config: RunConfig, *, resume: Checkpoint | None = None, checkpoint_steps
             t_signals = time.perf_counter() - t_signals
         if clipper is not None:
             clipper.step(model)
+        if config.warmup:
+            row["lr"] = lr_at(config, step)
+            for group in opt.param_groups:
+                group["lr"] = row["lr"]
         opt.step()
         if intervention is not None:
             intervention.after_step(opt)
@@ -409,7 +447,7 @@ def run(config: RunConfig, *, resume: Checkpoint | None = None, checkpoint_steps
             state = read_state(opt)
             row.update(gradient_curvatures(hessian, state.preconditioner, state.c,
                                            raw=False))
-        times[tracked].append(time.perf_counter() - t_step - t_signals)
+        times[tracked].append(time.perf_counter() - t_step - t_signals - t_eval)
         rows.append(row)
         if step % 100 == 0:
             bar.set_postfix(loss=f"{loss:.3g}", refresh=False)

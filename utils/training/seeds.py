@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from utils.curvature.adam_state import decoupling_statistics, read_adam_state, v_hat_norms
 from utils.curvature.engine import TrackingEngine
-from utils.training.losses import mse
+from utils.training.losses import loss_for
 from utils.training.runs import (RunConfig, RunResult, build_data, build_model_for, find_events,
                                  load_gradients, step_gradient)
 from utils.curvature.tracker import engine_columns
@@ -69,9 +69,10 @@ def stacked_problem(config: RunConfig, seeds):
     base = copy.deepcopy(models[0]).to("meta")
     inputs = torch.stack([d.inputs for d in datas])
     targets = torch.stack([d.targets for d in datas])
+    loss = loss_for(datas[0].info)
 
     def one(p, x, y):
-        return mse(functional_call(base, p, (x,)), y)
+        return loss(functional_call(base, p, (x,)), y)
 
     def losses(stacked):
         return vmap(one)(stacked, inputs, targets)
@@ -106,10 +107,11 @@ def check_seed_run(config: RunConfig, seeds) -> list[int]:
 
 def batchable(config: RunConfig) -> bool:
     """Whether :func:`run_seeds` can train ``config``: torch's Adam, no clipper, full batch, a
-    model with data, λ_grad(Ĥ) only at tracked steps (the other runs are trained one seed at a time by
-    :func:`utils.training.runs.run`)."""
+    model with data, λ_grad(Ĥ) only at tracked steps, a constant η and no held-out set (the
+    other runs are trained one seed at a time by :func:`utils.training.runs.run`)."""
     return (config.optimizer == "adam" and config.clip == "none" and not config.batch_size
-            and config.model != "quadratic" and not config.grad_every)
+            and config.model != "quadratic" and not config.grad_every and not config.warmup
+            and not config.data_kwargs.get("n_test"))
 
 
 def run_seeds(config: RunConfig, seeds) -> list[RunResult]:
