@@ -31,7 +31,7 @@ def shared_run(n=400, lr=0.01):
                           "alarm": lam > threshold})
     spikes = detect_spikes(loss, steps, factor=watch.WATCH_FACTOR)
     config = SimpleNamespace(lr=lr, seed=0, optimizer="adam", model="mlp", batch_size=0,
-                             track_every=1)
+                             track_every=1, model_kwargs={}, data="sin", data_kwargs={})
     result = SimpleNamespace(metrics=table, spikes=spikes, config=config, timings={},
                              diverged_at=None)
     return table, spikes, result
