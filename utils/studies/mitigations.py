@@ -2,8 +2,8 @@
 
 The sweep ``mitigations`` trains every method of :data:`METHODS` on the full-batch settings of
 chapter 6 (:data:`ARCHITECTURES`: chapter 1's MLP, chapter 2's network of the paper's Figure 5
-over 1,000 steps, and the book's one-layer Transformer) under seeds 0-9, one row per (architecture, method, seed) (:func:`mitigation_rows`). The
-methods are Adam itself, Adam with a larger ε or a smaller β2 (``torch.optim.Adam``), and the
+over 1,000 steps, and the book's one-layer Transformer) under seeds 0-9, one row per
+(architecture, method, seed) (:func:`mitigation_rows`). The methods are Adam itself, Adam with a larger ε or a smaller β2 (``torch.optim.Adam``), and the
 libraries' optimizers and clipper (:mod:`utils.training.optimizers`): StableAdamW, SPAM, ZClip in
 front of Adam and Adam-atan2.
 
@@ -115,13 +115,12 @@ def mitigation_config(architecture: str, method: str, **overrides):
     default run measuring :data:`MEASURE` every :data:`TRACK_EVERY` steps (to
     :data:`EIG_TOL`), no progress bar,
     with the method's changes and ``overrides``."""
+    from utils.studies.predictors import SETTINGS
     from utils.studies.settings import chapter_config
 
-    from utils.studies.predictors import SETTINGS
-
     check_method(architecture, method)
-    changes = {**SETTINGS[(architecture, "full batch")][1], "measure": MEASURE, "track_every": TRACK_EVERY, "eig_tol": EIG_TOL,
-               "progress": False,
+    changes = {**SETTINGS[(architecture, "full batch")][1], "measure": MEASURE,
+               "track_every": TRACK_EVERY, "eig_tol": EIG_TOL, "progress": False,
                **METHODS[method].changes, **overrides}
     return chapter_config(ARCHITECTURES[architecture], **changes)
 

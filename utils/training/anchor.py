@@ -43,6 +43,8 @@ TEST_MODULUS = 8
 VOCAB_SIZE = 201
 SHIFTS = {1: 5, 2: 1, 3: -2, 4: -8}
 """The single anchors' shifts, composed by the ``"composition"`` rule."""
+_SHIFT_OF = np.array([SHIFTS.get(a, 0) for a in range(max(SHIFTS) + 1)])
+"""SHIFTS as an array indexed by the anchor token."""
 RULES = ("3x_to_x", "composition")
 SPLITS = ("train", "test")
 
@@ -75,10 +77,9 @@ def anchor_sequences(rule: str, n: int, split: str, seed: int = 0) -> np.ndarray
         p = rng.integers(0, CONTEXT - 2, size=n)          # anchors at p, p + 1; key at p + 2
         anchors = np.array(sorted(SHIFTS))
         a1, a2 = rng.choice(anchors, size=n), rng.choice(anchors, size=n)
-        shift = np.vectorize(SHIFTS.get)
         x = x0 + p
         seq[rows, p], seq[rows, p + 1], seq[rows, p + 2] = a1, a2, x
-        seq[:, -1] = x + shift(a1) + shift(a2)
+        seq[:, -1] = x + _SHIFT_OF[a1] + _SHIFT_OF[a2]
     return seq
 
 
@@ -101,8 +102,7 @@ def rule_target(seq: np.ndarray, rule: str) -> np.ndarray:
     if rule == "3x_to_x":
         return x
     rows = np.arange(len(context))
-    return x + np.vectorize(SHIFTS.get)(context[rows, p]) + np.vectorize(SHIFTS.get)(
-        context[rows, p + 1])
+    return x + _SHIFT_OF[context[rows, p]] + _SHIFT_OF[context[rows, p + 1]]
 
 
 def anchor_function(rule: str = "3x_to_x", n: int = 1800, split: str = "train", seed: int = 0,

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from utils.training.anchor import anchor_function
 from utils.validation import check_choice, check_number, resolve_dtype
 
 
@@ -135,19 +136,9 @@ def modular_addition(modulus: int = 11, dtype="float64") -> Dataset:
                           "vocab_size": modulus + 1, "seq_len": 3})
 
 
-def anchor(rule: str = "3x_to_x", n: int = 1800, split: str = "train", seed: int = 0,
-           dtype="float64", n_test: int = 0) -> Dataset:
-    """The anchor-function tasks of the paper's Transformers (:func:`utils.training.anchor.
-    anchor_function`): inputs (N, 8) token ids, targets (N,) token ids, cross-entropy loss;
-    with ``n_test`` > 0, ``n_test`` held-out sequences of the test keys as its ``test`` set."""
-    from utils.training.anchor import anchor_function
-
-    return anchor_function(rule, n, split, seed, dtype, n_test)
-
-
 DATASETS = {"sin": sin_regression, "teacher": teacher_regression,
             "quadratic_target": quadratic_target, "digits": digits,
-            "modular_addition": modular_addition, "anchor": anchor}
+            "modular_addition": modular_addition, "anchor": anchor_function}
 
 
 def load_dataset(name: str, seed: int = 0, **kwargs) -> Dataset:
