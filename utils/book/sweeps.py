@@ -732,6 +732,22 @@ def _register_mitigation_sweep() -> None:
 _register_mitigation_sweep()
 
 
+def _register_spike_type_sweep() -> None:
+    """The spike-type chapter's runs (:func:`utils.studies.spike_types.type_rows`): the 4-layer
+    anchor-function Transformer (:func:`~utils.studies.spike_types.anchor_config`) under the
+    seeds of :data:`~utils.studies.spike_types.SEEDS`, one seed per task."""
+    from utils.studies.spike_types import SEEDS, anchor_config
+
+    register(Sweep(
+        name="spike_types", configs=(anchor_config(4),), seeds=SEEDS,
+        evaluate="utils.studies.spike_types:type_rows", seeds_per_task=1, trains=True,
+        description="the 4-layer anchor-function Transformer (3x -> x) full batch: each spike's "
+                    "kind and λ_grad(Ĥ) around it, 16 seeds"))
+
+
+_register_spike_type_sweep()
+
+
 # ------------------------------------------------------------------------------------- CLI
 
 def main(argv=None) -> int:

@@ -4,23 +4,31 @@ The paper (v1, Appendix C) names four kinds of spike of a Transformer trained fu
 anchor-function task, by the training and test losses before and after it: *neutral* (both
 resume their decline), *beneficial* (the test loss, high before, falls quickly after),
 *malignant* (the training loss recovers, the test loss does not) and *catastrophic* (neither
-recovers). It classifies its examples by eye. This module's rule is ours, fixed before any run
-(:func:`classify_spike`); a spike is one of the book's spikes on the training loss
-(:mod:`utils.events.spikes`), with ``start``, ``peak`` and ``end``:
+recovers). It classifies its examples by eye, over thousands of steps. This module's rule is
+ours (:func:`classify_spike`); a spike is one of the book's spikes on the training loss
+(:mod:`utils.events.spikes`), with ``start``, ``peak`` and ``peak_loss``. *Before* is the median
+over the :data:`WINDOW` steps before the start; *after* is the median over the :data:`WINDOW`
+steps that end :data:`HORIZON` steps after the peak (or at the next spike's start, if that
+comes first):
 
-* **catastrophic**: the training loss never returns below K × its trend (the spike has no
-  ``end``) although at least :data:`WINDOW` steps ran after the peak, or the run diverged;
-* **undetermined**: the run ended within :data:`WINDOW` steps of the peak (no end yet) or of
-  the end (no window after it);
-* otherwise the test loss's median over the :data:`WINDOW` steps before the start (``before``)
-  is set against its median over the :data:`WINDOW` steps from the end on (``after``):
-  **beneficial** when after ≤ before / :data:`CHANGE`, **malignant** when after ≥
-  :data:`CHANGE` × before, **neutral** in between.
+* **catastrophic**: the run diverged, or the training loss after is still above the geometric
+  mean of its value before and the peak loss (it has not come back half-way, on a log scale);
+* **undetermined**: the run ended before the after window closed (fewer than :data:`HORIZON`
+  steps after the peak, and no later spike), or the next spike came within 2 :data:`WINDOW`
+  steps of the peak;
+* otherwise the test loss after is set against the test loss before: **beneficial** when
+  after ≤ before / :data:`CHANGE`, **malignant** when after ≥ :data:`CHANGE` × before,
+  **neutral** in between.
+
+A first version judged "after" from the spike's end (the loss back under K × its trend). The
+first probe of the anchor Transformer (a spike from 1e-6 whose loss was still at 2e-4, 400 steps
+later, while its test loss had fallen 50-fold) showed that the end can lie beyond the run, so
+the rule was changed to a fixed horizon before any sweep ran.
 
 **The baseline.** The test loss drifts without any spike (it falls as training goes on, or
 rises as the model overfits), so the same rule applied to calm stretches tells how often a
 "beneficial" or "malignant" label would come without a spike (:func:`calm_labels`: pseudo-
-spikes of the same length placed at random calm steps of the same run).
+spikes placed at random calm steps of the same run).
 """
 from __future__ import annotations
 
@@ -33,7 +41,9 @@ TYPES = ("neutral", "beneficial", "malignant", "catastrophic")
 """The paper's four kinds, in its order (Figure D1 a-d)."""
 UNDETERMINED = "undetermined"
 WINDOW = 20
-"""Steps in each window before the start and from the end on."""
+"""Steps in the windows before the start and at the horizon."""
+HORIZON = 300
+"""Steps after the peak at which the after window ends."""
 CHANGE = 2.0
 """The factor by which the test loss must fall (beneficial) or rise (malignant)."""
 
@@ -46,56 +56,226 @@ def _median(metrics: pd.DataFrame, column: str, lo: int, hi: int) -> float:
     return float(np.median(values)) if len(values) else math.nan
 
 
-def classify_spike(metrics: pd.DataFrame, spike, *, window: int = WINDOW,
-                   change: float = CHANGE) -> dict:
+def classify_spike(metrics: pd.DataFrame, spike, next_start: int | None = None, *,
+                   window: int = WINDOW, horizon: int = HORIZON, change: float = CHANGE) -> dict:
     """The kind of ``spike`` (a :class:`~utils.events.spikes.Spike` of ``metrics["loss"]``) by
-    the module's rule, with the medians it compared: ``type``, ``test_before``, ``test_after``,
-    ``train_before``, ``train_after`` (losses; NaN where there is no window) and
-    ``test_ratio`` = after / before. ``metrics`` holds ``step``, ``loss`` and ``test_loss``."""
+    the module's rule, with the medians it compared: ``type``, ``train_before``,
+    ``test_before``, ``train_after``, ``test_after`` (losses; NaN where there is no window),
+    ``after_step`` (where the after window ends, exclusive) and ``test_ratio`` = after / before.
+    ``next_start``: the start of the run's next spike, if any. ``metrics`` holds ``step``,
+    ``loss`` and ``test_loss``."""
     last = int(metrics["step"].iloc[-1])
+    stop = spike.peak + horizon if next_start is None else min(spike.peak + horizon, next_start)
     out = {"start": spike.start, "peak": spike.peak, "end": spike.end,
+           "peak_loss": spike.peak_loss,
            "train_before": _median(metrics, "loss", spike.start - window, spike.start),
            "test_before": _median(metrics, "test_loss", spike.start - window, spike.start),
-           "train_after": math.nan, "test_after": math.nan, "test_ratio": math.nan}
-    if spike.diverged or (spike.end is None and last - spike.peak >= window):
+           "train_after": math.nan, "test_after": math.nan, "after_step": stop,
+           "test_ratio": math.nan}
+    if spike.diverged:
         return {**out, "type": "catastrophic"}
-    if spike.end is None or last - spike.end + 1 < window:
+    if stop > last + 1 or stop - spike.peak < 2 * window:
         return {**out, "type": UNDETERMINED}
-    after = {col: _median(metrics, col, spike.end, spike.end + window)
-             for col in ("loss", "test_loss")}
-    ratio = after["test_loss"] / out["test_before"]
+    after = {col: _median(metrics, col, stop - window, stop) for col in ("loss", "test_loss")}
+    out.update(train_after=after["loss"], test_after=after["test_loss"],
+               test_ratio=after["test_loss"] / out["test_before"])
+    if not after["loss"] <= math.sqrt(out["train_before"] * spike.peak_loss):
+        return {**out, "type": "catastrophic"}
+    ratio = out["test_ratio"]
     kind = ("beneficial" if ratio <= 1 / change else "malignant" if ratio >= change
             else "neutral")
-    return {**out, "train_after": after["loss"], "test_after": after["test_loss"],
-            "test_ratio": ratio, "type": kind}
+    return {**out, "type": kind}
+
+
+COLUMNS = ["start", "peak", "end", "peak_loss", "train_before", "test_before", "train_after",
+           "test_after", "after_step", "test_ratio", "type"]
 
 
 def classify_run(metrics: pd.DataFrame, spikes, **rule) -> pd.DataFrame:
-    """:func:`classify_spike` for every spike of a run: one row per spike."""
-    return pd.DataFrame([classify_spike(metrics, s, **rule) for s in spikes],
-                        columns=["start", "peak", "end", "train_before", "test_before",
-                                 "train_after", "test_after", "test_ratio", "type"])
+    """:func:`classify_spike` for every spike of a run (each judged up to the next one's start):
+    one row per spike."""
+    nexts = [s.start for s in spikes[1:]] + [None]
+    return pd.DataFrame([classify_spike(metrics, s, n, **rule) for s, n in zip(spikes, nexts)],
+                        columns=COLUMNS)
 
 
-def calm_labels(metrics: pd.DataFrame, spikes, n: int, rng, *, length: int = 10,
-                window: int = WINDOW, change: float = CHANGE) -> pd.Series:
-    """The rule's label at ``n`` pseudo-spikes of ``length`` steps, their starts drawn by
-    ``rng`` among the calm steps of the run (whose windows, the pseudo-spike and ``window``
-    steps on either side, touch no spike): how often "beneficial" or "malignant" comes without
-    a spike. Fewer than ``n`` labels where the run has fewer calm steps."""
-    from utils.events.spikes import Spike
-
+def calm_starts(metrics: pd.DataFrame, spikes, n: int, rng, *, length: int,
+                margin: int = WINDOW) -> list[int]:
+    """Up to ``n`` steps t drawn by ``rng`` (sorted) at which a stretch [t − margin, t +
+    length) touches no spike (from ``margin`` + ``length`` steps before its start to its end,
+    or the run's end where it has none) and lies within the run."""
     steps = metrics["step"].to_numpy()
     first, last = int(steps[0]), int(steps[-1])
-    busy = [(s.start - 2 * window - length, (s.end if s.end is not None else last) + window)
+    busy = [(s.start - margin - length, (s.end if s.end is not None else last) + margin)
             for s in spikes]
-    calm = [t for t in range(first + window, last - length - window + 1)
+    calm = [t for t in range(first + margin, last - length + 2)
             if not any(lo <= t <= hi for lo, hi in busy)]
     if not calm:
-        return pd.Series([], dtype=object)
-    starts = rng.choice(calm, size=min(n, len(calm)), replace=False)
-    labels = []
-    for t in sorted(int(t) for t in starts):
-        pseudo = Spike(t, t, t + length // 2, t + length, math.nan, math.nan, math.nan)
-        labels.append(classify_spike(metrics, pseudo, window=window, change=change)["type"])
-    return pd.Series(labels, dtype=object)
+        return []
+    return sorted(int(t) for t in rng.choice(calm, size=min(n, len(calm)), replace=False))
+
+
+PSEUDO_RISE = 5
+"""Steps from a pseudo-spike's start to its peak (the anchor Transformer's spikes peak 3-5 steps
+after their start)."""
+
+
+def pseudo_label(metrics: pd.DataFrame, t: int, *, window: int = WINDOW,
+                 horizon: int = HORIZON, change: float = CHANGE) -> str:
+    """The rule's label at a pseudo-spike starting at step ``t`` and peaking
+    :data:`PSEUDO_RISE` steps later at the largest loss on the way."""
+    from utils.events.spikes import Spike
+
+    loss = metrics.set_index("step")["loss"]
+    peak = float(loss.loc[t:t + PSEUDO_RISE].max())
+    pseudo = Spike(t, t, t + PSEUDO_RISE, t + PSEUDO_RISE, math.nan, math.nan, peak)
+    return classify_spike(metrics, pseudo, window=window, horizon=horizon, change=change)["type"]
+
+
+def calm_labels(metrics: pd.DataFrame, spikes, n: int, rng, *, window: int = WINDOW,
+                horizon: int = HORIZON, change: float = CHANGE) -> pd.Series:
+    """The rule's label (:func:`pseudo_label`) at ``n`` pseudo-spikes, their starts drawn by
+    ``rng`` among the calm steps of the run (:func:`calm_starts`: the whole stretch the rule
+    reads touches no spike): how often "beneficial" or "malignant" comes without a spike.
+    Fewer than ``n`` labels where the run has fewer calm steps."""
+    starts = calm_starts(metrics, spikes, n, rng, length=PSEUDO_RISE + horizon, margin=window)
+    return pd.Series([pseudo_label(metrics, t, window=window, horizon=horizon, change=change)
+                      for t in starts], dtype=object)
+
+
+# ------------------------------------------------------------- the study: sweep "spike_types"
+
+D_MODEL = 16
+"""The model's width (the paper: Zhang et al.'s d_model = 400; see :func:`anchor_config`)."""
+ANCHOR_RUN = dict(lr=3e-3, beta2=0.99, steps=1600, warmup=100)
+"""The run of the study (the paper: β2 = 0.999, warm-up then cosine decay, η not given)."""
+SEEDS = tuple(range(16))
+LEAD = 40
+"""Steps before a spike's start from which λ_grad(Ĥ) is replayed at every step."""
+JUDGED = 20
+"""λ_grad(Ĥ) "coincides" with a spike when it exceeds 2/η_t at a step of [start − 20, peak]
+(the scoring module's horizon, :data:`utils.studies.scoring.JUDGED_HORIZON`)."""
+CALM_FROM = 500
+"""Calm pseudo-spikes start from this step on, past the first fast fall of both losses."""
+CALM_LABELS, CALM_REPLAYS = 10, 2
+"""Per seed: calm pseudo-spikes labelled by the rule; the first of them replayed for λ_grad(Ĥ)."""
+CURVE_EVERY = 10
+"""The run row keeps the training and test losses at every 10th step, for the chapter's plots."""
+
+
+def anchor_config(n_layers: int = 4, **overrides):
+    """The study's run: a pre-LN Transformer of ``n_layers`` layers, 4 heads, width
+    :data:`D_MODEL` and MLP width 3 d (Zhang et al.'s ratio) on the 3x → x rule, 1,800 training
+    and 200 test sequences (the paper's sizes), full batch, float32, :data:`ANCHOR_RUN`, with
+    ``overrides``."""
+    from utils.training.runs import RunConfig
+
+    return RunConfig(**{
+        "model": "transformer", "data": "anchor", "dtype": "float32", "track_every": 0,
+        "model_kwargs": {"d_model": D_MODEL, "n_heads": 4, "n_layers": n_layers,
+                         "d_ff": 3 * D_MODEL},
+        "data_kwargs": {"rule": "3x_to_x", "n": 1800, "n_test": 200},
+        "threads": 1, "progress": False, **ANCHOR_RUN, **overrides})
+
+
+def lambda_grad_window(base, lo: int, hi: int) -> pd.DataFrame:
+    """λ_grad(Ĥ) at every step of [lo, hi] of ``base`` (a run with checkpoints), by replaying it
+    from the checkpoint after update lo − 1 (:func:`utils.studies.interventions.checkpoint_at`)
+    with ``grad_every=1``: columns ``step``, ``loss``, ``ratio_a`` and ``ratio_b`` (forms A, the
+    paper's, and B over 2/η_t) and ``replay_diff``, the largest relative difference between the
+    replayed losses and ``base``'s (0 when the replay is bit for bit, as it should be)."""
+    from dataclasses import replace
+
+    from utils.studies.interventions import checkpoint_at
+    from utils.training.runs import lr_at, run
+
+    config = replace(base.config, steps=hi, grad_every=1, measure=("lambda_grad",),
+                     progress=False)
+    replay = run(config, resume=checkpoint_at(base, max(lo - 1, 0)), spot_checks=False).metrics
+    half_eta = np.array([lr_at(config, int(s)) / 2 for s in replay["step"]])
+    loss = base.metrics.set_index("step")["loss"].reindex(replay["step"]).to_numpy()
+    diff = np.abs(replay["loss"].to_numpy() - loss) / np.abs(loss)
+    return pd.DataFrame({"step": replay["step"], "loss": replay["loss"],
+                         "ratio_a": replay["lambda_grad_pre_a"].to_numpy() * half_eta,
+                         "ratio_b": replay["lambda_grad_pre"].to_numpy() * half_eta,
+                         "replay_diff": float(np.nanmax(diff)) if len(diff) else math.nan})
+
+
+def coincidence(window: pd.DataFrame, start: int, peak: int, judged: int = JUDGED) -> dict:
+    """λ_grad(Ĥ) around a spike (or a pseudo-spike) from :func:`lambda_grad_window`: the first
+    step of [start − judged, peak] at which form A exceeds 2/η_t, relative to the start
+    (``grad_lag``; NaN if none), and the largest ratio of each form before the start
+    ([start − judged, start)) and over the rise ([start, peak]); the window itself as
+    space-separated traces of form A's ratio and of the loss from step ``trace_from`` on."""
+    steps = window["step"].to_numpy()
+    before = (steps >= start - judged) & (steps < start)
+    rise = (steps >= start) & (steps <= peak)
+    above = steps[(before | rise) & (window["ratio_a"].to_numpy() > 1)]
+
+    def top(col, mask):
+        values = window[col].to_numpy()[mask]
+        return float(np.nanmax(values)) if np.isfinite(values).any() else math.nan
+
+    return {"grad_lag": int(above.min() - start) if len(above) else math.nan,
+            "trace_from": int(steps[0]) if len(steps) else math.nan,
+            "trace_ratio_a": " ".join(f"{x:.4g}" for x in window["ratio_a"]),
+            "trace_loss": " ".join(f"{x:.4g}" for x in window["loss"]),
+            "grad_a_before": top("ratio_a", before), "grad_a_rise": top("ratio_a", rise),
+            "grad_b_before": top("ratio_b", before), "grad_b_rise": top("ratio_b", rise),
+            "replay_diff": float(window["replay_diff"].iloc[0]) if len(window) else math.nan}
+
+
+def type_rows(config, seeds) -> list[dict]:
+    """The sweep's task (``trains=True``): for each seed, train ``config`` with checkpoints,
+    classify each spike (:func:`classify_run`), replay λ_grad(Ĥ) around it
+    (:func:`lambda_grad_window`, :func:`coincidence`), and do the same at calm pseudo-spikes
+    (:data:`CALM_LABELS` labelled, :data:`CALM_REPLAYS` of them replayed). Rows of ``kind``
+    "run" (one per seed: spike count, final losses, the loss curves every
+    :data:`CURVE_EVERY` steps), "spike", "calm" and "score" (λ_grad(Ĥ) > 2/η_t as an alarm on
+    the replayed steps, scored by :func:`utils.studies.scoring.score_signal`)."""
+    from dataclasses import replace
+
+    from utils.studies.scoring import JUDGED_HORIZON, score_signal
+    from utils.training.runs import run
+
+    rows = []
+    layers = config.model_kwargs["n_layers"]
+    for seed in seeds:
+        seed = int(seed)
+        base = run(replace(config, seed=seed), checkpoint_every=50, spot_checks=False)
+        m = base.metrics
+        common = {"seed": seed, "layers": layers}
+        curve = m[m["step"] % CURVE_EVERY == 0]
+        rows.append({**common, "kind": "run", "spikes": len(base.spikes),
+                     "final_loss": float(m["loss"].iloc[-1]),
+                     "final_test_loss": float(m["test_loss"].iloc[-1]),
+                     "min_loss": float(m["loss"].min()), "diverged_at": base.diverged_at,
+                     "seconds": base.seconds, "plain_step_s": base.timings.get("plain_step_s"),
+                     "curve_train": " ".join(f"{x:.4g}" for x in curve["loss"]),
+                     "curve_test": " ".join(f"{x:.4g}" for x in curve["test_loss"])})
+        windows = []
+        for k, kind in classify_run(m, base.spikes).iterrows():
+            window = lambda_grad_window(base, kind["start"] - LEAD, kind["peak"])
+            windows.append(window)
+            rows.append({**common, "kind": "spike", "index": k, **kind.to_dict(),
+                         "start_loss": base.spikes[k].start_loss,
+                         **coincidence(window, kind["start"], kind["peak"])})
+        rng = np.random.default_rng([seed, layers])
+        calm = m[m["step"] >= CALM_FROM]
+        starts = calm_starts(calm, base.spikes, CALM_LABELS, rng, length=PSEUDO_RISE + HORIZON)
+        for i, t in enumerate(starts):
+            row = {**common, "kind": "calm", "index": i, "start": t, "peak": t + PSEUDO_RISE,
+                   "type": pseudo_label(m, t)}
+            if i < CALM_REPLAYS:
+                window = lambda_grad_window(base, t - LEAD, t + PSEUDO_RISE)
+                windows.append(window)
+                row.update(coincidence(window, t, t + PSEUDO_RISE))
+            rows.append(row)
+        steps = np.unique(np.concatenate([w["step"].to_numpy() for w in windows])) \
+            if windows else np.array([], dtype=int)
+        ratio = (pd.concat(windows).drop_duplicates("step").set_index("step")["ratio_a"]
+                 .reindex(steps).to_numpy() if windows else np.array([]))
+        score = score_signal(steps, ratio > 1, np.isfinite(ratio), base.spikes, JUDGED_HORIZON,
+                             np.random.default_rng(seed))
+        rows.append({**common, "kind": "score", **score})
+    return rows
