@@ -232,7 +232,7 @@ def type_rows(config, seeds) -> list[dict]:
     (:data:`CALM_LABELS` labelled, :data:`CALM_REPLAYS` of them replayed). Rows of ``kind``
     "run" (one per seed: spike count, final losses, the loss curves every
     :data:`CURVE_EVERY` steps), "spike", "calm" and "score" (λ_grad(Ĥ) > 2/η_t as an alarm on
-    the replayed steps, scored by :func:`utils.studies.scoring.score_signal`)."""
+    the ``steps`` replayed steps, scored by :func:`utils.studies.scoring.score_signal`)."""
     from dataclasses import replace
 
     from utils.studies.scoring import JUDGED_HORIZON, score_signal
@@ -277,5 +277,5 @@ def type_rows(config, seeds) -> list[dict]:
                  .reindex(steps).to_numpy() if windows else np.array([]))
         score = score_signal(steps, ratio > 1, np.isfinite(ratio), base.spikes, JUDGED_HORIZON,
                              np.random.default_rng(seed))
-        rows.append({**common, "kind": "score", **score})
+        rows.append({**common, "kind": "score", "steps": len(steps), **score})
     return rows
