@@ -106,3 +106,74 @@ def test_coincidence_reads_form_a_over_the_judged_window():
     window.loc[window["step"] == 85, "ratio_a"] = 3.0
     out = coincidence(window, 100, 105)
     assert out["grad_lag"] == -15 and out["grad_a_before"] == 3.0
+
+
+def study_table(kinds=("neutral", "beneficial", "malignant", "catastrophic") * 3,
+                lags=None, calm_labels_=("neutral",) * 30, calm_lags=None):
+    """A sweep table as type_rows writes it: spikes of ``kinds`` with first crossings at
+    ``lags`` (NaN: none), calm pseudo-spikes labelled ``calm_labels_`` with crossings at
+    ``calm_lags``, and one score row per seed."""
+    lags = [-1.0] * len(kinds) if lags is None else lags
+    calm_lags = [math.nan] * len(calm_labels_) if calm_lags is None else calm_lags
+    rows = [{"kind": "spike", "seed": i % 4, "type": k, "grad_lag": lag,
+             "grad_a_before": 2.0, "grad_a_rise": 5.0} for i, (k, lag) in enumerate(zip(kinds, lags))]
+    rows += [{"kind": "calm", "seed": i % 4, "type": k, "grad_lag": lag, "grad_a_before": 1e-3,
+              "grad_a_rise": 1e-3} for i, (k, lag) in enumerate(zip(calm_labels_, calm_lags))]
+    rows += [{"kind": "score", "seed": s, "steps": 200, "spikes": 3, "warned": 3, "alarms": 6,
+              "hits": 5, "false_alarms": 1, "calm_steps": 150, "chance_precision": 0.1,
+              "leads": "1 2 1"} for s in range(4)]
+    return pd.DataFrame(rows)
+
+
+def verdicts_of(table):
+    from utils.studies.spike_types import type_verdicts
+
+    return {v.name: v.passed for v in type_verdicts(table)}
+
+
+def test_the_verdicts_hold_on_a_table_where_the_claims_hold():
+    assert all(verdicts_of(study_table()).values())
+
+
+def test_each_verdict_fails_where_its_claim_does_not_hold():
+    kinds = ("neutral", "beneficial", "malignant", "catastrophic") * 3
+    # spikes without λ_grad(Ĥ) > 2/η
+    assert not verdicts_of(study_table(lags=[math.nan] * 4 + [0.0] * 8))["every_kind_coincides"]
+    # λ_grad(Ĥ) above 2/η at calm stretches as well
+    v = verdicts_of(study_table(calm_lags=[-5.0] * 10 + [math.nan] * 20))
+    assert not v["coincidence_is_specific"] and v["every_kind_coincides"]
+    # a kind missing
+    assert not verdicts_of(study_table(kinds=kinds[:3] * 4))["four_kinds"]
+    # calm stretches labelled beneficial or malignant as often as the spikes
+    drift = ("neutral", "beneficial", "malignant", "neutral") * 8
+    assert not verdicts_of(study_table(calm_labels_=drift))["spikes_change_generalisation"]
+
+
+def test_the_chapter_tables():
+    from utils.studies.spike_types import coincidence_table, lambda_grad_score, type_counts
+
+    table = study_table(lags=[math.nan] + [-1.0] * 11)
+    counts = type_counts(table)
+    assert counts.loc["neutral", "spikes"] == 3 and counts["share of spikes"].iloc[:4].sum() == 1
+    coin = coincidence_table(table)
+    assert coin.loc["neutral", "coinciding"] == 2 and coin.loc["all spikes", "n"] == 12
+    assert coin.loc["calm pseudo-spikes", "share"] == 0
+    score = lambda_grad_score(table)
+    assert score["precision"] == pytest.approx(20 / 24) and score["recall"] == 1
+
+
+def test_a_replay_retraces_the_run_and_a_run_without_spikes_has_rows():
+    """λ_grad(Ĥ) replayed from a checkpoint: the replay's losses are the run's, bit for bit, and
+    form A over 2/η_t is finite; a run with no spike still gives its run and score rows."""
+    from utils.studies.spike_types import anchor_config, lambda_grad_window, seed_rows
+    from utils.training.runs import run
+
+    config = anchor_config(2, steps=40, warmup=5,
+                           data_kwargs={"rule": "3x_to_x", "n": 64, "n_test": 16})
+    base = run(config, checkpoint_every=10, spot_checks=False)
+    window = lambda_grad_window(base, 13, 27)
+    assert list(window["step"]) == list(range(13, 28))
+    assert window["replay_diff"].iloc[0] == 0 and np.isfinite(window["ratio_a"]).all()
+    rows = pd.DataFrame(seed_rows(base))
+    assert sorted(rows["kind"]) == ["run", "score"] and rows["spikes"].iloc[0] == len(base.spikes) == 0
+    assert len(rows.loc[0, "curve_train"].split()) == 4      # every 10th of 40 steps

@@ -753,3 +753,95 @@ def plot_figure6(result):
     e.set_title("(e) the gradient against Ĥ's top direction")
     fig.tight_layout()
     return fig
+
+
+TYPE_COLORS = {"neutral": "tab:gray", "beneficial": "tab:green", "malignant": "tab:orange",
+               "catastrophic": "tab:red", "undetermined": "tab:purple"}
+"""One colour per kind of spike (:data:`utils.studies.spike_types.TYPES`) in every figure."""
+
+
+def _floats(text) -> np.ndarray:
+    """A space-separated column of the spike-type sweep as floats."""
+    return np.array(str(text).split(), dtype=float) if text == text else np.array([])
+
+
+def plot_train_test(steps, train, test, kinds, ax=None, window: int = 20):
+    """Training and test loss (cross-entropy) against step on a log scale; each spike of
+    ``kinds`` (rows with ``start``, ``peak``, ``after_step`` and ``type``) shaded from start to
+    peak in its kind's colour, and the two windows its kind is judged on hatched lightly."""
+    ax = ax or plt.gca()
+    ax.semilogy(steps, train, lw=1, color="tab:blue", label="training loss")
+    ax.semilogy(steps, test, lw=1, color="tab:orange", label="test loss")
+    seen = set()
+    for _, k in kinds.iterrows():
+        color = TYPE_COLORS.get(k["type"], "k")
+        ax.axvspan(k["start"], max(k["peak"], k["start"] + 1), color=color, alpha=0.35, lw=0,
+                   label=None if k["type"] in seen else f"spike: {k['type']}")
+        seen.add(k["type"])
+        for lo in (k["start"] - window, k["after_step"] - window):
+            ax.axvspan(lo, lo + window, color=color, alpha=0.1, lw=0)
+    ax.set_xlabel("step $t$")
+    ax.set_ylabel("loss (cross-entropy)")
+    legend(ax, loc="best", fontsize="small")
+    return ax
+
+
+def plot_lambda_grad_traces(rows, ax=None, title: str = ""):
+    """λ_grad(Ĥ) (form A, the paper's) over 2/η_t against the step from each spike's start,
+    one line per row of the spike-type table (``trace_from``, ``trace_ratio_a``, ``start``,
+    ``type``), coloured by kind; 1 is the threshold 2/η."""
+    ax = ax or plt.gca()
+    seen = set()
+    for _, r in rows.iterrows():
+        ratio = _floats(r["trace_ratio_a"])
+        x = r["trace_from"] + np.arange(len(ratio)) - r["start"]
+        ax.semilogy(x, ratio, lw=1, alpha=0.8, color=TYPE_COLORS.get(r["type"], "k"),
+                    label=None if r["type"] in seen else r["type"])
+        seen.add(r["type"])
+    ax.axhline(1.0, color="k", ls="--", lw=1, label=r"$2/\eta$")
+    ax.axvline(0, color="k", lw=0.6)
+    ax.set_xlabel("steps from the spike's start")
+    ax.set_ylabel(PAPER_GRAD + r" $/\ (2/\eta_t)$")
+    if title:
+        ax.set_title(title, fontsize="small")
+    legend(ax, loc="upper left", fontsize="small")
+    return ax
+
+
+def plot_type_examples(table, every: int = 10, before: int = 300, axes=None):
+    """For each kind of spike in the sweep's ``table``, the first stored run with one: its
+    training and test losses (stored every ``every`` steps) from ``before`` steps before the
+    start to past the after window, with the spike and its windows shaded."""
+    spikes = table[table["kind"] == "spike"]
+    kinds = [k for k in TYPE_COLORS if (spikes["type"] == k).any()]
+    if axes is None:
+        _, axes = plt.subplots(1, len(kinds), figsize=(3.2 * len(kinds), 3), squeeze=False)
+        axes = axes[0]
+    runs = table[table["kind"] == "run"].set_index("seed")
+    for ax, kind in zip(axes, kinds):
+        k = spikes[spikes["type"] == kind].iloc[0]
+        train, test = (_floats(runs.loc[k["seed"], c]) for c in ("curve_train", "curve_test"))
+        steps = every * np.arange(1, len(train) + 1)
+        keep = (steps >= k["start"] - before) & (steps <= k["after_step"] + 50)
+        near = spikes[(spikes["seed"] == k["seed"]) & (spikes["start"] >= k["start"] - before)
+                      & (spikes["start"] <= k["after_step"])]
+        plot_train_test(steps[keep], train[keep], test[keep], near, ax=ax)
+        ax.set_title(f"{kind} (seed {k['seed']})", fontsize="small")
+        if ax is not axes[0]:
+            ax.set_ylabel("")
+    return axes
+
+
+def plot_type_shares(counts, ax=None):
+    """The share of each kind among the determined spikes and among the calm pseudo-spikes
+    (:func:`utils.studies.spike_types.type_counts`), side by side."""
+    ax = ax or plt.gca()
+    shares = counts[["share of spikes", "share of calm"]].dropna()
+    shares.columns = [f"spikes ({int(counts.loc[shares.index, 'spikes'].sum())})",
+                      f"calm pseudo-spikes ({int(counts.loc[shares.index, 'calm pseudo-spikes'].sum())})"]
+    shares.plot.bar(ax=ax, rot=0, color=["tab:blue", "tab:gray"])
+    ax.set_ylabel("share of determined labels")
+    ax.set_xlabel("")
+    ax.set_ylim(0, 1)
+    legend(ax, fontsize="small")
+    return ax

@@ -748,6 +748,21 @@ def _register_spike_type_sweep() -> None:
 _register_spike_type_sweep()
 
 
+def _register_anchor_search_sweep() -> None:
+    """The search for an anchor-function setting that spikes on 2 cores
+    (:func:`utils.studies.spike_types.search_configs`), seed 0, one run per task."""
+    from utils.studies.spike_types import search_configs
+
+    register(Sweep(
+        name="anchor_search", configs=tuple(search_configs()), seeds=(0,),
+        evaluate="utils.studies.spike_types:search_rows", seeds_per_task=1,
+        description="the spike-type chapter's run under β2 ∈ {0.999, 0.99} × "
+                    "η ∈ {1e-3, 3e-3, 1e-2}, seed 0"))
+
+
+_register_anchor_search_sweep()
+
+
 # ------------------------------------------------------------------------------------- CLI
 
 def main(argv=None) -> int:

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from utils.training.models import Block
+
 _WORDS = {
     "det": ["the", "a", "every", "no", "some", "this"],
     "adj": ["red", "small", "quiet", "old", "bright", "heavy", "strange", "green", "lazy"],
@@ -88,31 +90,12 @@ class CharData:
         return windows[:, :-1].to(device), windows[:, 1:].to(device)
 
 
-class Block(nn.Module):
-    """Pre-LN Transformer block: causal self-attention and a GELU MLP, each residual."""
-
-    def __init__(self, d_model: int, n_heads: int):
-        super().__init__()
-        self.n_heads = n_heads
-        self.ln1, self.ln2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
-        self.qkv = nn.Linear(d_model, 3 * d_model)
-        self.proj = nn.Linear(d_model, d_model)
-        self.mlp = nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.GELU(),
-                                 nn.Linear(4 * d_model, d_model))
-
-    def forward(self, x):
-        b, t, d = x.shape
-        q, k, v = self.qkv(self.ln1(x)).split(d, dim=-1)
-        heads = lambda z: z.view(b, t, self.n_heads, d // self.n_heads).transpose(1, 2)
-        y = F.scaled_dot_product_attention(heads(q), heads(k), heads(v), is_causal=True)
-        x = x + self.proj(y.transpose(1, 2).reshape(b, t, d))
-        return x + self.mlp(self.ln2(x))
-
-
 class TinyGPT(nn.Module):
-    """A decoder-only language model: token and position embeddings, ``n_layers`` pre-LN blocks,
-    a final LayerNorm and a linear head. No dropout (it would change which Hessian is measured).
-    Input (batch, t) token ids, t ≤ ``context``; output (batch, t, vocab_size) logits."""
+    """A decoder-only language model: token and position embeddings, ``n_layers`` pre-LN blocks
+    (:class:`utils.training.models.Block`, the book's one Transformer block, which the
+    classifier :class:`~utils.training.models.Transformer` stacks too), a final LayerNorm and a
+    linear head, with GPT-2's initialisation. No dropout (it would change which Hessian is
+    measured). Input (batch, t) token ids, t ≤ ``context``; output (batch, t, vocab_size) logits."""
 
     def __init__(self, vocab_size: int, context: int = 64, d_model: int = 128,
                  n_layers: int = 4, n_heads: int = 4, seed: int = 0):
