@@ -177,3 +177,14 @@ def test_a_replay_retraces_the_run_and_a_run_without_spikes_has_rows():
     rows = pd.DataFrame(seed_rows(base))
     assert sorted(rows["kind"]) == ["run", "score"] and rows["spikes"].iloc[0] == len(base.spikes) == 0
     assert len(rows.loc[0, "curve_train"].split()) == 4      # every 10th of 40 steps
+
+
+def test_rise_factor_reads_the_trace_at_the_start_and_20_steps_before():
+    from utils.studies.spike_types import rise_factors
+
+    trace = " ".join(f"{1.5 ** k:g}" for k in range(45))         # from step 60 on
+    rows = pd.DataFrame([{"start": 100, "trace_from": 60, "trace_ratio_a": trace},
+                         {"start": 70, "trace_from": 60, "trace_ratio_a": trace},   # no 20 before
+                         {"start": 100, "trace_from": 60, "trace_ratio_a": "-1 " * 45}])
+    factors = rise_factors(rows)
+    assert factors[0] == pytest.approx(1.5 ** 20, rel=1e-4) and factors[1:].isna().all()

@@ -491,7 +491,7 @@ def paper_comparison(table: pd.DataFrame) -> pd.DataFrame:
         "kinds of spike (Figure D1)": (
             "four: neutral, beneficial, malignant, catastrophic (one example each)",
             f"{kinds} (and {int(counts.loc[UNDETERMINED])} undetermined), "
-            f"{SEEDS[-1] + 1} seeds"),
+            f"{int((table['kind'] == 'run').sum())} seeds"),
         "spikes with λ_grad(Ĥ) > 2/η (Figure D1)": (
             "all", f"{int(coin['coinciding'])} of {int(coin['n'])} "
                    f"(95 % interval {coin['low']:.2f}-{coin['high']:.2f})"),
@@ -502,3 +502,15 @@ def paper_comparison(table: pd.DataFrame) -> pd.DataFrame:
     }
     return pd.DataFrame.from_dict(rows, orient="index", columns=["the paper", "this book"]) \
         .rename_axis("quantity")
+
+
+def rise_factors(spikes: pd.DataFrame, over: int = JUDGED) -> pd.Series:
+    """Per spike row of the sweep's table: form A's ratio at the start over its ratio ``over``
+    steps earlier (from the replayed trace; NaN where either is missing or not positive)."""
+    def factor(row):
+        ratio = np.array(str(row["trace_ratio_a"]).split(), dtype=float)
+        i = int(row["start"] - row["trace_from"])
+        if not (0 <= i - over and i < len(ratio) and ratio[i - over] > 0 and ratio[i] > 0):
+            return math.nan
+        return float(ratio[i] / ratio[i - over])
+    return spikes.apply(factor, axis=1)
