@@ -132,4 +132,5 @@ def test_a_linear_warm_up_sets_each_steps_lr():
         [lr_at(config, t) for t in range(1, 7)])
     assert not batchable(config)
     with pytest.raises(ValueError, match="warmup"):
-        RunConfig(steps=5, warmup=6).validate()
+        RunConfig(steps=5, warmup=-1).validate()
+    RunConfig(steps=5, warmup=6).validate()    # the first steps of a longer warm-up

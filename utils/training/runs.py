@@ -121,7 +121,8 @@ class RunConfig:
         check_number("threads", self.threads, low=1, integer=True)
         check_device(self.device)
         check_number("batch_size", self.batch_size, low=0, integer=True)
-        check_number("warmup", self.warmup, low=0, high=self.steps, integer=True)
+        check_number("warmup", self.warmup, low=0, integer=True)   # > steps: the start of a
+        # longer run (its first steps, as the stored prefixes train them)
         if self.batch_size and self.model == "quadratic":
             raise ValueError("batch_size: the quadratic model has no data to batch; use 0")
         return self
