@@ -423,20 +423,21 @@ forks whose control spiked."""
 
 def spike_rates(table: pd.DataFrame) -> pd.DataFrame:
     """Per branch and lag: the forks, the share in which the branch spiked within the horizon,
-    with its 95 % Wilson interval (scipy.stats.binomtest), and the median step of that spike
-    relative to the control's start of the same fork (positive: delayed)."""
-    from scipy.stats import binomtest
+    with its 95 % Wilson interval (:func:`~utils.studies.scoring.wilson_interval`), and the
+    median step of that spike relative to the control's start of the same fork (positive:
+    delayed)."""
+    from utils.studies.scoring import wilson_interval
 
     control = table[table["branch"] == "control"].set_index(["architecture", "seed", "spike", "lag"])
     rows = []
     for (branch, lag), g in table.groupby(["branch", "lag"], sort=False):
         k, n = int(g["spiked"].sum()), len(g)
-        ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson") if n else None
+        low, high = wilson_interval(k, n)
         starts = g.set_index(["architecture", "seed", "spike", "lag"])["spike_start"]
         delay = (starts - control["spike_start"].reindex(starts.index)).dropna()
         rows.append({"branch": branch, "lag": lag, "forks": n, "spiked": k,
                      "spike_rate": k / n if n else math.nan,
-                     "ci95_low": ci.low if ci else math.nan, "ci95_high": ci.high if ci else math.nan,
+                     "ci95_low": low, "ci95_high": high,
                      "median_delay_steps": float(delay.median()) if len(delay) else math.nan})
     out = pd.DataFrame(rows)
     out["branch"] = pd.Categorical(out["branch"], BRANCHES, ordered=True)
@@ -533,19 +534,18 @@ def architecture_effects(table: pd.DataFrame, branches=EFFECT_BRANCHES) -> pd.Da
     spiked: the forks, the share in which the branch prevented the spike (no spike within the
     horizon) with its 95 % Wilson interval, and the median delay in steps of the spikes that
     still came, against the control's start of the same fork (NaN where none came)."""
-    from scipy.stats import binomtest
+    from utils.studies.scoring import wilson_interval
 
     early = judged_forks(table, PREVENTION_LAGS)
     rows = []
     for (arch, branch), g in early[early["branch"].isin(branches)].groupby(
             ["architecture", "branch"], sort=False):
         n, k = len(g), int(g["prevented"].sum())
-        ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson") if n else None
+        low, high = wilson_interval(k, n)
         delay = g["delay"].dropna()
         rows.append({"architecture": arch, "branch": branch, "forks": n, "prevented": k,
                      "share_prevented": k / n if n else math.nan,
-                     "ci95_low": ci.low if ci else math.nan,
-                     "ci95_high": ci.high if ci else math.nan,
+                     "ci95_low": low, "ci95_high": high,
                      "median_delay_steps": float(delay.median()) if len(delay) else math.nan})
     out = pd.DataFrame(rows)
     out["branch"] = pd.Categorical(out["branch"], list(branches), ordered=True)

@@ -75,6 +75,18 @@ def matched_chance(steps, eligible, n_alarms: int, spikes, horizon: int, rng,
         float(np.mean(recall))
 
 
+def wilson_interval(k: int, n: int) -> tuple[float, float]:
+    """The 95 % Wilson interval of a share of k successes in n trials (scipy.stats.binomtest):
+    the interval of every share the book reports over forks, spikes or windows. (NaN, NaN)
+    without trials."""
+    from scipy.stats import binomtest
+
+    if not n:
+        return math.nan, math.nan
+    ci = binomtest(int(k), int(n)).proportion_ci(confidence_level=0.95, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
 # ------------------------------------------------------------------------------- pooling
 
 def _pooled(hits, alarms, warned, spikes, false, calm, chance_hits, axis=-1) -> tuple:

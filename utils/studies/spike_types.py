@@ -326,16 +326,6 @@ labels is larger at the spikes than at the calm pseudo-spikes, by a one-sided Fi
 at this level."""
 
 
-def _wilson(k: int, n: int) -> tuple[float, float]:
-    """95 % Wilson interval of k successes in n (NaN, NaN without trials)."""
-    from scipy.stats import binomtest
-
-    if not n:
-        return math.nan, math.nan
-    ci = binomtest(int(k), int(n)).proportion_ci(confidence_level=0.95, method="wilson")
-    return float(ci.low), float(ci.high)
-
-
 def _rows(table: pd.DataFrame, kind: str) -> pd.DataFrame:
     return table[table["kind"] == kind]
 
@@ -362,12 +352,14 @@ def coincidence_table(table: pd.DataFrame) -> pd.DataFrame:
     largest ratio before the start and over the rise."""
     spikes = _rows(table, "spike")
     calm = _rows(table, "calm").dropna(subset=["grad_a_rise"])
+    from utils.studies.scoring import wilson_interval
+
     groups = [(kind, spikes[spikes["type"] == kind]) for kind in (*TYPES, UNDETERMINED)]
     groups += [("all spikes", spikes), ("calm pseudo-spikes", calm)]
     rows = []
     for name, g in groups:
         k, n = int(g["grad_lag"].notna().sum()), len(g)
-        low, high = _wilson(k, n)
+        low, high = wilson_interval(k, n)
         rows.append({"kind": name, "n": n, "coinciding": k,
                      "share": k / n if n else math.nan, "low": low, "high": high,
                      "median lag": float(g["grad_lag"].median()) if k else math.nan,
