@@ -115,8 +115,8 @@ def study_table(kinds=("neutral", "beneficial", "malignant", "catastrophic") * 3
     ``calm_lags``, and one score row per seed."""
     lags = [-1.0] * len(kinds) if lags is None else lags
     calm_lags = [math.nan] * len(calm_labels_) if calm_lags is None else calm_lags
-    rows = [{"kind": "spike", "seed": i % 4, "type": k, "grad_lag": lag,
-             "grad_a_before": 2.0, "grad_a_rise": 5.0} for i, (k, lag) in enumerate(zip(kinds, lags))]
+    rows = [{"kind": "spike", "seed": i % 4, "type": k, "grad_lag": lag, "grad_a_before": 2.0,
+             "grad_a_rise": 5.0} for i, (k, lag) in enumerate(zip(kinds, lags))]
     rows += [{"kind": "calm", "seed": i % 4, "type": k, "grad_lag": lag, "grad_a_before": 1e-3,
               "grad_a_rise": 1e-3} for i, (k, lag) in enumerate(zip(calm_labels_, calm_lags))]
     rows += [{"kind": "score", "seed": s, "steps": 200, "spikes": 3, "warned": 3, "alarms": 6,
@@ -175,7 +175,8 @@ def test_a_replay_retraces_the_run_and_a_run_without_spikes_has_rows():
     assert list(window["step"]) == list(range(13, 28))
     assert window["replay_diff"].iloc[0] == 0 and np.isfinite(window["ratio_a"]).all()
     rows = pd.DataFrame(seed_rows(base))
-    assert sorted(rows["kind"]) == ["run", "score"] and rows["spikes"].iloc[0] == len(base.spikes) == 0
+    assert sorted(rows["kind"]) == ["run", "score"]
+    assert rows["spikes"].iloc[0] == len(base.spikes) == 0
     assert len(rows.loc[0, "curve_train"].split()) == 4      # every 10th of 40 steps
 
 

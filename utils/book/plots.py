@@ -11,6 +11,7 @@ import seaborn as sns
 from utils.studies.claims import predicted_decay_growth
 from utils.studies.onset import onset_summary
 from utils.studies.quadratic import decay_rate, trajectory_summary
+from utils.studies.spike_types import CURVE_EVERY, WINDOW
 from utils.events.spikes import Spike
 
 LABELS = {
@@ -765,7 +766,7 @@ def _floats(text) -> np.ndarray:
     return np.array(str(text).split(), dtype=float) if text == text else np.array([])
 
 
-def plot_train_test(steps, train, test, kinds, ax=None, window: int = 20):
+def plot_train_test(steps, train, test, kinds, ax=None, window: int = WINDOW):
     """Training and test loss (cross-entropy) against step on a log scale; each spike of
     ``kinds`` (rows with ``start``, ``peak``, ``after_step`` and ``type``) shaded from start to
     peak in its kind's colour, and the two windows its kind is judged on hatched lightly."""
@@ -808,7 +809,7 @@ def plot_lambda_grad_traces(rows, ax=None, title: str = ""):
     return ax
 
 
-def plot_type_examples(table, every: int = 10, before: int = 300, axes=None):
+def plot_type_examples(table, every: int = CURVE_EVERY, before: int = 300, axes=None):
     """For each kind of spike in the sweep's ``table``, the first stored run with one: its
     training and test losses (stored every ``every`` steps) from ``before`` steps before the
     start to past the after window, with the spike and its windows shaded."""
@@ -837,8 +838,8 @@ def plot_type_shares(counts, ax=None):
     (:func:`utils.studies.spike_types.type_counts`), side by side."""
     ax = ax or plt.gca()
     shares = counts[["share of spikes", "share of calm"]].dropna()
-    shares.columns = [f"spikes ({int(counts.loc[shares.index, 'spikes'].sum())})",
-                      f"calm pseudo-spikes ({int(counts.loc[shares.index, 'calm pseudo-spikes'].sum())})"]
+    n = counts.loc[shares.index, ["spikes", "calm pseudo-spikes"]].sum().astype(int)
+    shares.columns = [f"spikes ({n['spikes']})", f"calm pseudo-spikes ({n['calm pseudo-spikes']})"]
     shares.plot.bar(ax=ax, rot=0, color=["tab:blue", "tab:gray"])
     ax.set_ylabel("share of determined labels")
     ax.set_xlabel("")
