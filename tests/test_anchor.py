@@ -1,6 +1,8 @@
 """The anchor-function tasks: the rule holds on every sequence, the split is disjoint, the
 generator is seeded, bad arguments are refused, and the cross-entropy they train with is
 torch's."""
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -120,7 +122,7 @@ def test_the_held_out_loss_is_recorded_at_every_step():
 
 def test_a_linear_warm_up_sets_each_steps_lr():
     """η_t = η t / w for t < w, then η: Adam's parameter group steps with it, the ``lr``
-    column records it, and a warm-up longer than the run is refused."""
+    column records it; a negative warm-up is refused, one longer than the run is not."""
     from utils.training.runs import RunConfig, lr_at, run
     from utils.training.seeds import batchable
 
@@ -134,3 +136,19 @@ def test_a_linear_warm_up_sets_each_steps_lr():
     with pytest.raises(ValueError, match="warmup"):
         RunConfig(steps=5, warmup=-1).validate()
     RunConfig(steps=5, warmup=6).validate()    # the first steps of a longer warm-up
+
+
+def test_a_cosine_schedule_decays_from_eta_to_a_tenth_after_the_warm_up():
+    from utils.training.runs import COSINE_FLOOR, RunConfig, lr_at, run
+
+    config = RunConfig(model="mlp", model_kwargs={"width": 4}, data_kwargs={"n_points": 8},
+                       lr=0.1, steps=12, warmup=2, schedule="cosine", track_every=0,
+                       progress=False)
+    lrs = [lr_at(config, t) for t in range(1, 13)]
+    assert lrs[:3] == pytest.approx([0.05, 0.1, 0.1 - 0.09 * (1 - math.cos(math.pi / 10)) / 2])
+    assert lrs[6] == pytest.approx((0.1 + COSINE_FLOOR * 0.1) / 2)      # half-way: the middle
+    assert lrs[-1] == pytest.approx(COSINE_FLOOR * 0.1)
+    assert all(a > b for a, b in zip(lrs[1:], lrs[2:]))                 # falls after the warm-up
+    assert list(run(config, spot_checks=False).metrics["lr"]) == pytest.approx(lrs)
+    with pytest.raises(ValueError, match="schedule"):
+        RunConfig(schedule="linear").validate()

@@ -194,7 +194,8 @@ def resolve_evaluate(evaluate: str):
 
 # ------------------------------------------------------------------------------ tasks, keys
 
-LATER_FIELDS = {"batch_size": 0, "clip": "none", "grad_every": 0, "warmup": 0}
+LATER_FIELDS = {"batch_size": 0, "clip": "none", "grad_every": 0, "warmup": 0,
+                "schedule": "constant"}
 """RunConfig fields added after sweeps were first stored, with their default: a config that
 leaves one at its default is written (and keyed) without it, so the keys of stored tables stay
 valid and a new field only enters the key of the configs that use it."""

@@ -63,6 +63,9 @@ class RunConfig:
     (:mod:`utils.training.optimizers`). ``warmup`` = w > 0 warms η up linearly, η t / w at the
     steps t ≤ w, and holds it at η after (:func:`lr_at`; the ``lr`` column then holds η_t, and
     the threshold of a step is 2/η_t, the constant 2/η after the warm-up); 0 is a constant η.
+    ``schedule`` = "cosine" decays η after the warm-up along a half cosine to η/10 at the last
+    step (nanoGPT's floor; the paper's Transformers use a warm-up then a cosine decay and give
+    no floor); "constant" holds it.
     """
 
     model: str = "mlp"
@@ -91,6 +94,7 @@ class RunConfig:
     batch_size: int = 0
     clip: str = "none"
     warmup: int = 0
+    schedule: str = "constant"
     progress: bool = True
 
     def validate(self) -> "RunConfig":
@@ -121,6 +125,7 @@ class RunConfig:
         check_number("threads", self.threads, low=1, integer=True)
         check_device(self.device)
         check_number("batch_size", self.batch_size, low=0, integer=True)
+        check_choice("schedule", self.schedule, SCHEDULES)
         check_number("warmup", self.warmup, low=0, integer=True)   # > steps: the start of a
         # longer run (its first steps, as the stored prefixes train them)
         if self.batch_size and self.model == "quadratic":
@@ -138,12 +143,25 @@ class Checkpoint:
     optimizer: dict
 
 
+SCHEDULES = ("constant", "cosine")
+"""What η does after the warm-up (:func:`lr_at`)."""
+COSINE_FLOOR = 0.1
+"""The cosine schedule ends at this fraction of η."""
+
+
 def lr_at(config: RunConfig, step: int) -> float:
     """η_t, the step size of update ``step`` (t = 1, 2, ...): η t / w during a warm-up of w =
-    ``config.warmup`` steps, η after it (and always η when w = 0)."""
-    if config.warmup and step < config.warmup:
-        return config.lr * step / config.warmup
-    return config.lr
+    ``config.warmup`` steps; after it η ("constant"), or ("cosine") η_min + (η − η_min)
+    (1 + cos(π (t − w) / (T − w))) / 2 with η_min = :data:`COSINE_FLOOR` η and T =
+    ``config.steps``, η at the warm-up's end and η_min at the last step."""
+    w, lr = config.warmup, config.lr
+    if w and step < w:
+        return lr * step / w
+    if config.schedule == "cosine" and config.steps > w:
+        floor = COSINE_FLOOR * lr
+        progress = min(max(step - w, 0) / (config.steps - w), 1.0)
+        return floor + (lr - floor) * (1 + math.cos(math.pi * progress)) / 2
+    return lr
 
 
 def take_checkpoint(step: int, params: dict, opt) -> Checkpoint:
@@ -428,7 +446,7 @@ def run(config: RunConfig, *, resume: Checkpoint | None = None, checkpoint_steps
             t_signals = time.perf_counter() - t_signals
         if clipper is not None:
             clipper.step(model)
-        if config.warmup:
+        if config.warmup or config.schedule != "constant":
             row["lr"] = lr_at(config, step)
             for group in opt.param_groups:
                 group["lr"] = row["lr"]

@@ -111,6 +111,7 @@ def batchable(config: RunConfig) -> bool:
     other runs are trained one seed at a time by :func:`utils.training.runs.run`)."""
     return (config.optimizer == "adam" and config.clip == "none" and not config.batch_size
             and config.model != "quadratic" and not config.grad_every and not config.warmup
+            and config.schedule == "constant"
             and not config.data_kwargs.get("n_test"))
 
 
