@@ -2,6 +2,7 @@
 generator is seeded, bad arguments are refused, and the cross-entropy they train with is
 torch's."""
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -152,3 +153,7 @@ def test_a_cosine_schedule_decays_from_eta_to_a_tenth_after_the_warm_up():
     assert list(run(config, spot_checks=False).metrics["lr"]) == pytest.approx(lrs)
     with pytest.raises(ValueError, match="schedule"):
         RunConfig(schedule="linear").validate()
+    longer = replace(config, steps=6, decay_steps=12)       # the first half of the same run
+    assert [lr_at(longer, t) for t in range(1, 7)] == pytest.approx(lrs[:6])
+    with pytest.raises(ValueError, match="decay_steps must exceed warmup=2"):
+        replace(config, decay_steps=2).validate()

@@ -1,5 +1,6 @@
 """The signals recorded during training (utils.training.signals) and mini-batch runs
 (utils.training.runs)."""
+import copy
 import math
 from dataclasses import replace
 
@@ -128,3 +129,67 @@ def test_bad_batch_sizes_are_refused_before_training():
 
     with pytest.raises(ValueError, match="batch_size: seed batching"):
         run_seeds(MINI, [0, 1])
+
+
+def test_a_fixed_evaluation_batch_carries_the_loss_and_the_curvature():
+    """``eval_size``: the loss column and λ_grad(Ĥ) are those of the first m samples at θ_t;
+    ``grad_on_batch`` adds λ_grad(Ĥ) on the step's own batch, with the same v̂_t."""
+    from utils.curvature.hvp import LossHessian, loss_of_params
+    from utils.curvature.preconditioned import gradient_curvatures
+    from utils.training.losses import loss_for
+
+    config = replace(MINI, eval_size=16, track_every=0, grad_every=1, measure=("lambda_grad",),
+                     grad_on_batch=True, steps=6)
+    result = run(config, checkpoint_steps=(4, 5), spot_checks=False)
+    m = result.metrics.set_index("step")
+    model, _ = build_problem(config)
+    data = build_data(config)
+    params = dict(model.named_parameters())
+    with torch.no_grad():                    # θ_5, the point of step 5
+        for name, p in params.items():
+            p.copy_(result.checkpoints[4].params[name])
+    eval_loss = loss_of_params(model, loss_for(data.info), data.inputs[:16], data.targets[:16])
+    with torch.no_grad():
+        assert m.loc[5, "loss"] == pytest.approx(float(eval_loss(params)), rel=1e-12)
+    opt = torch.optim.Adam(params.values(), lr=config.lr, betas=(config.beta1, config.beta2),
+                           eps=config.eps)
+    opt.load_state_dict(copy.deepcopy(result.checkpoints[5].optimizer))   # v̂_5, with g_5
+    state = read_adam_state(opt)
+    for loss_fn, prefix in ((eval_loss, ""), (minibatch(config, model, data, 5), "batch_")):
+        expected = gradient_curvatures(LossHessian(loss_fn, params), state.preconditioner,
+                                       state.c, raw=False)
+        assert m.loc[5, f"{prefix}lambda_grad_pre_a"] == pytest.approx(
+            expected["lambda_grad_pre_a"], rel=1e-9)
+    assert m["lambda_grad_pre_a"].ne(m["batch_lambda_grad_pre_a"]).all()
+    plain = run(replace(config, grad_on_batch=False), spot_checks=False).metrics
+    assert plain["loss"].tolist() == pytest.approx(m["loss"].tolist(), rel=1e-12)
+    assert "batch_lambda_grad_pre_a" not in plain
+
+
+def test_bad_evaluation_settings_are_refused_before_training():
+    with pytest.raises(ValueError, match=r"eval_size must be in \[0, 40\]"):
+        run(replace(MINI, eval_size=41))
+    with pytest.raises(ValueError, match="eval_size: a fixed evaluation batch"):
+        replace(MINI, batch_size=0, eval_size=8).validate()
+    with pytest.raises(ValueError, match="grad_on_batch"):
+        replace(MINI, batch_size=0, grad_on_batch=True).validate()
+    with pytest.raises(ValueError, match="grad_on_batch"):
+        replace(MINI, measure=("lambda_max_pre",), grad_on_batch=True).validate()
+
+
+def test_moment_norms_follow_adams_v_hat_of_the_embedding_and_each_value_projection():
+    from utils.training.signals import MomentNorms, attention_blocks
+
+    config = RunConfig(model="transformer", data="modular_addition", data_kwargs={"modulus": 5},
+                       model_kwargs={"d_model": 8, "n_heads": 2, "n_layers": 2}, lr=0.01,
+                       steps=3, track_every=0, progress=False)
+    result = run(config, checkpoint_steps=(3,), signals=MomentNorms(), spot_checks=False)
+    m = result.metrics
+    assert [c for c in m if c.startswith("v_norm_")] == ["v_norm_embedding", "v_norm_wv_0",
+                                                        "v_norm_wv_1"]
+    state = result.checkpoints[3].optimizer["state"]
+    names = list(dict(result.model.named_parameters()))
+    v = state[names.index("blocks.1.attn.qkv.weight")]["exp_avg_sq"][16:24]
+    assert m["v_norm_wv_1"].iloc[-1] == pytest.approx(float(v.norm()) / (1 - 0.999 ** 3))
+    with pytest.raises(ValueError, match="attention_blocks"):
+        attention_blocks({"w": torch.zeros(2)})

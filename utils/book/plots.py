@@ -846,3 +846,70 @@ def plot_type_shares(counts, ax=None):
     ax.set_ylim(0, 1)
     legend(ax, fontsize="small")
     return ax
+
+
+def plot_sustained_run(metrics, spikes: list[Spike], fits: dict | None = None, axes=None,
+                       fit: int = 50):
+    """The paper's Figure 7 for one run, three panels over the step: (a) the evaluation loss
+    (and each step's batch loss, faint), (b) ‖v̂‖ of each block (``v_norm_<block>`` columns)
+    with the fitted decay before each spike (``fits``: spike start -> {block: rate}, drawn
+    over the ``fit`` steps before the start), (c) λ_grad(Ĥ) on the step's batch over 2/η_t,
+    single (gray) and sustained (orange), with the threshold at 1."""
+    from utils.studies.sustained import ratios, sustained_ratio
+
+    if axes is None:
+        _, axes = plt.subplots(3, 1, figsize=(8, 8), sharex=True)
+    ax = axes[0]
+    if "batch_loss" in metrics:
+        ax.semilogy(metrics["step"], metrics["batch_loss"], lw=0.5, color="0.7",
+                    label="the step's batch")
+    ax.semilogy(metrics["step"], metrics["loss"], lw=1, label="evaluation batch")
+    mark_spikes(ax, spikes)
+    ax.set_ylabel("loss (cross-entropy)")
+    legend(ax, loc="upper right", fontsize="small")
+    ax = axes[1]
+    columns = [c for c in metrics if c.startswith("v_norm_")]
+    colors = sns.color_palette("viridis", len(columns))
+    for color, col in zip(colors, columns):
+        ax.semilogy(metrics["step"], metrics[col], lw=1, color=color,
+                    label=col.removeprefix("v_norm_").replace("wv_", "$W_V$ layer "))
+        for start, rates in (fits or {}).items():
+            rate = rates.get(col.removeprefix("v_norm_"))
+            at = metrics.loc[metrics["step"] == start, col]
+            if rate is None or not np.isfinite(rate) or not len(at):
+                continue
+            x = np.arange(start - fit, start + 1)
+            ax.semilogy(x, float(at.iloc[0]) * rate ** (x - start), color="k", lw=1.5,
+                        ls=":")
+    mark_spikes(ax, spikes, label=False)
+    ax.set_ylabel(r"$\Vert\hat v_t\Vert_2$")
+    legend(ax, fontsize="x-small", ncol=3, loc="lower left")
+    ax = axes[2]
+    measured = metrics.dropna(subset=["batch_lambda_grad_pre_a"])
+    ax.semilogy(measured["step"], np.abs(ratios(measured, "batch_lambda_grad_pre_a")), lw=0.6,
+                color="0.5", label=PAPER_GRAD + " (the step's batch)")
+    ax.semilogy(measured["step"], np.abs(sustained_ratio(measured, "batch_lambda_grad_pre_a")),
+                lw=1, color="tab:orange", label="sustained: min over $t-1, t, t+1$")
+    ax.axhline(1.0, color="k", ls="--", lw=1, label=r"$2/\eta_t$")
+    mark_spikes(ax, spikes, label=False)
+    ax.set(xlabel="step $t$", ylabel=r"$|\cdot|\ /\ (2/\eta_t)$")
+    legend(ax, fontsize="x-small", loc="lower left")
+    return axes
+
+
+def plot_signal_scores(scores, labels: dict, ax=None):
+    """Pooled precision and recall with their 95 % intervals (``scores``: one row per signal,
+    :func:`utils.studies.sustained.score_table`), one pair of points per signal."""
+    ax = ax or plt.gca()
+    y = np.arange(len(scores))
+    for offset, stat, color in ((-0.12, "precision", "tab:blue"), (0.12, "recall", "tab:green")):
+        values = scores[stat].to_numpy(dtype=float)
+        err = np.array([values - scores[f"{stat}_low"].to_numpy(dtype=float),
+                        scores[f"{stat}_high"].to_numpy(dtype=float) - values])
+        ax.errorbar(values, y + offset, xerr=np.nan_to_num(err), fmt="o", color=color,
+                    capsize=3, label=stat)
+    ax.set_yticks(y, [labels.get(s, s) for s in scores.index])
+    ax.set(xlim=(-0.02, 1.02), xlabel="pooled over seeds (95 % bootstrap interval)")
+    ax.invert_yaxis()
+    legend(ax, loc="lower right", fontsize="small")
+    return ax

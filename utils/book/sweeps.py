@@ -195,7 +195,8 @@ def resolve_evaluate(evaluate: str):
 # ------------------------------------------------------------------------------ tasks, keys
 
 LATER_FIELDS = {"batch_size": 0, "clip": "none", "grad_every": 0, "warmup": 0,
-                "schedule": "constant"}
+                "schedule": "constant", "decay_steps": 0, "eval_size": 0,
+                "grad_on_batch": False}
 """RunConfig fields added after sweeps were first stored, with their default: a config that
 leaves one at its default is written (and keyed) without it, so the keys of stored tables stay
 valid and a new field only enters the key of the configs that use it."""
@@ -762,6 +763,24 @@ def _register_anchor_search_sweep() -> None:
 
 
 _register_anchor_search_sweep()
+
+
+def _register_sustained_sweep() -> None:
+    """The sustained-predictor chapter's runs (:func:`utils.studies.sustained.run_rows`): the
+    8-layer anchor-function Transformer on mini-batches (:func:`~utils.studies.sustained.
+    fig7_config`) under the seeds of :data:`~utils.studies.sustained.SEEDS`, one seed per
+    task."""
+    from utils.studies.sustained import SEEDS, fig7_config
+
+    register(Sweep(
+        name="sustained", configs=(fig7_config(),), seeds=SEEDS,
+        evaluate="utils.studies.sustained:run_rows", seeds_per_task=1, trains=True,
+        description="the 8-layer anchor-function Transformer (compositional rule) on "
+                    "mini-batches: λ_grad(Ĥ) on the batch and on an evaluation batch every step, "
+                    "the per-block ‖v̂‖ and the sustained predictor, 8 seeds"))
+
+
+_register_sustained_sweep()
 
 
 # ------------------------------------------------------------------------------------- CLI

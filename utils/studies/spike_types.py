@@ -474,8 +474,10 @@ def setting_table(config) -> pd.DataFrame:
         "quantity")
 
 
-def paper_comparison(table: pd.DataFrame) -> pd.DataFrame:
-    """The paper's numbers on its Transformers beside the study's (the sweep's ``table``)."""
+def paper_comparison(table: pd.DataFrame, sustained: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The paper's numbers on its Transformers beside the book's: the spike-type sweep's
+    ``table`` and the sustained-predictor sweep's ``sustained`` table (its rows say "not
+    measured" without it; :func:`utils.studies.sustained.figure7_rows`)."""
     counts = type_counts(table)["spikes"]
     coin = coincidence_table(table).loc["all spikes"]
     kinds = ", ".join(f"{k} {int(counts.loc[k])}" for k in TYPES)
@@ -487,11 +489,17 @@ def paper_comparison(table: pd.DataFrame) -> pd.DataFrame:
         "spikes with λ_grad(Ĥ) > 2/η (Figure D1)": (
             "all", f"{int(coin['coinciding'])} of {int(coin['n'])} "
                    f"(95 % interval {coin['low']:.2f}-{coin['high']:.2f})"),
-        "‖v̂‖ decay rate before each spike (Figure 7)": (
-            "≈ 0.999003 (β2 = 0.999)", "not measured yet (the mini-batch study of Figure 7)"),
-        "sustained predictor (Figure 7)": (
-            "7 of 7 spikes, no false alarm", "not measured yet (the mini-batch study of Figure 7)"),
     }
+    if sustained is None:
+        rows.update({
+            "‖v̂‖ decay rate before each spike (Figure 7)": (
+                "≈ 0.999003 (β2 = 0.999)", "not measured (the sweep 'sustained' not given)"),
+            "sustained predictor (Figure 7)": (
+                "7 of 7 spikes, no false alarm", "not measured (the sweep 'sustained' not given)")})
+    else:
+        from utils.studies.sustained import figure7_rows
+
+        rows.update(figure7_rows(sustained))
     return pd.DataFrame.from_dict(rows, orient="index", columns=["the paper", "this book"]) \
         .rename_axis("quantity")
 

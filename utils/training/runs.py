@@ -65,7 +65,15 @@ class RunConfig:
     the threshold of a step is 2/η_t, the constant 2/η after the warm-up); 0 is a constant η.
     ``schedule`` = "cosine" decays η after the warm-up along a half cosine to η/10 at the last
     step (nanoGPT's floor; the paper's Transformers use a warm-up then a cosine decay and give
-    no floor); "constant" holds it.
+    no floor); "constant" holds it. ``decay_steps`` = T > 0 puts the cosine's end at step T
+    instead of the last step (so that the first steps of a longer run are a run of their own,
+    as the stored prefixes train them; 0: T = ``steps``).
+    ``eval_size`` = m > 0 (with ``batch_size``) measures the ``loss`` column, the spikes and
+    every curvature quantity on the first m samples of the data set, a fixed evaluation batch,
+    instead of on all of it (the samples are drawn i.i.d., so the first m are a random subset;
+    0: the whole data set). ``grad_on_batch`` (with ``batch_size`` and λ_grad measured) also
+    measures λ_grad(Ĥ) on the step's own mini-batch, at θ_t with Adam's v̂_t, into the columns
+    ``batch_lambda_grad_pre_a`` and ``batch_lambda_grad_pre`` (one more Hessian-vector product).
     """
 
     model: str = "mlp"
@@ -95,6 +103,9 @@ class RunConfig:
     clip: str = "none"
     warmup: int = 0
     schedule: str = "constant"
+    decay_steps: int = 0
+    eval_size: int = 0
+    grad_on_batch: bool = False
     progress: bool = True
 
     def validate(self) -> "RunConfig":
@@ -128,8 +139,20 @@ class RunConfig:
         check_choice("schedule", self.schedule, SCHEDULES)
         check_number("warmup", self.warmup, low=0, integer=True)   # > steps: the start of a
         # longer run (its first steps, as the stored prefixes train them)
+        check_number("decay_steps", self.decay_steps, low=0, integer=True)
+        if self.decay_steps and self.decay_steps <= self.warmup:
+            raise ValueError(f"decay_steps must exceed warmup={self.warmup} (or be 0), "
+                             f"got {self.decay_steps}")
+        check_number("eval_size", self.eval_size, low=0, integer=True)
         if self.batch_size and self.model == "quadratic":
             raise ValueError("batch_size: the quadratic model has no data to batch; use 0")
+        if self.eval_size and not self.batch_size:
+            raise ValueError("eval_size: a fixed evaluation batch goes with mini-batches "
+                             "(batch_size > 0); use 0 for full-batch training")
+        if self.grad_on_batch and not (self.batch_size and "lambda_grad" in self.measure):
+            raise ValueError("grad_on_batch: λ_grad(Ĥ) on the step's batch needs batch_size > 0 "
+                             f"and 'lambda_grad' in measure, got batch_size={self.batch_size}, "
+                             f"measure={tuple(self.measure)}")
         return self
 
 
@@ -153,13 +176,15 @@ def lr_at(config: RunConfig, step: int) -> float:
     """η_t, the step size of update ``step`` (t = 1, 2, ...): η t / w during a warm-up of w =
     ``config.warmup`` steps; after it η ("constant"), or ("cosine") η_min + (η − η_min)
     (1 + cos(π (t − w) / (T − w))) / 2 with η_min = :data:`COSINE_FLOOR` η and T =
-    ``config.steps``, η at the warm-up's end and η_min at the last step."""
+    ``config.decay_steps`` or else ``config.steps``, η at the warm-up's end and η_min from
+    step T on."""
     w, lr = config.warmup, config.lr
     if w and step < w:
         return lr * step / w
-    if config.schedule == "cosine" and config.steps > w:
+    horizon = config.decay_steps or config.steps
+    if config.schedule == "cosine" and horizon > w:
         floor = COSINE_FLOOR * lr
-        progress = min(max(step - w, 0) / (config.steps - w), 1.0)
+        progress = min(max(step - w, 0) / (horizon - w), 1.0)
         return floor + (lr - floor) * (1 + math.cos(math.pi * progress)) / 2
     return lr
 
@@ -294,12 +319,14 @@ def build_model_for(config: RunConfig, data) -> torch.nn.Module:
 
 
 def build_problem(config: RunConfig):
-    """The model and the loss of θ on the full batch (a ``loss_of_params`` function)."""
+    """The model and the loss of θ on the full batch, or on the fixed evaluation batch of
+    ``config.eval_size`` samples (a ``loss_of_params`` function)."""
     data = build_data(config)
     model = build_model_for(config, data)
     if data is None:
         return model, loss_of_params(model, lambda out, _y: out, None, None)
-    return model, loss_of_params(model, loss_for(data.info), data.inputs, data.targets)
+    m = config.eval_size or len(data)
+    return model, loss_of_params(model, loss_for(data.info), data.inputs[:m], data.targets[:m])
 
 
 def minibatch(config: RunConfig, model, data, step: int):
@@ -377,9 +404,10 @@ def run(config: RunConfig, *, resume: Checkpoint | None = None, checkpoint_steps
     model, loss_fn = build_problem(config)
     data = build_data(config) if config.batch_size else None
     held_out = held_out_loss(config, model)
-    if data is not None and config.batch_size > len(data):
-        raise ValueError(f"batch_size must be in [0, {len(data)}] (the data set's size), "
-                         f"got {config.batch_size}")
+    if data is not None and max(config.batch_size, config.eval_size) > len(data):
+        name = "batch_size" if config.batch_size > len(data) else "eval_size"
+        raise ValueError(f"{name} must be in [0, {len(data)}] (the data set's size), "
+                         f"got {getattr(config, name)}")
     params = dict(model.named_parameters())
     opt = build_optimizer(config, params.values())
     clipper = build_clipper(config)
@@ -423,11 +451,17 @@ def run(config: RunConfig, *, resume: Checkpoint | None = None, checkpoint_steps
             with math_attention(), torch.no_grad():
                 row["test_loss"] = float(held_out(params))
         t_eval = time.perf_counter() - t_eval
+        batch_hessian = None
         if data is not None:
             update_loss = minibatch(config, model, data, step)
-            with math_attention():
-                batch_loss = update_loss(params)
-                grad = torch.autograd.grad(batch_loss, list(params.values()), allow_unused=True)
+            if config.grad_on_batch and (tracked or grad_only):
+                batch_hessian, batch_loss, grad = step_gradient(update_loss, params, True,
+                                                                config.hvp_method)
+            else:
+                with math_attention():
+                    batch_loss = update_loss(params)
+                    grad = torch.autograd.grad(batch_loss, list(params.values()),
+                                               allow_unused=True)
             row["batch_loss"] = float(batch_loss.detach())
         loss = row["loss"]
         grad_norm = math.sqrt(sum(float((g ** 2).sum()) for g in grad if g is not None))
@@ -466,6 +500,9 @@ def run(config: RunConfig, *, resume: Checkpoint | None = None, checkpoint_steps
             state = read_state(opt)
             row.update(gradient_curvatures(hessian, state.preconditioner, state.c,
                                            raw=False))
+        if batch_hessian is not None and preconditioned:   # the step's batch, with v̂_t
+            row.update({f"batch_{k}": v for k, v in gradient_curvatures(
+                batch_hessian, state.preconditioner, state.c, raw=False).items()})
         times[tracked].append(time.perf_counter() - t_step - t_signals - t_eval)
         rows.append(row)
         if step % 100 == 0:

@@ -118,3 +118,46 @@ class SignalRecorder:
             row.update(critical_step=s / state.lr, critical_forwards=evals + 1)
             self.seconds["critical_step"] += time.perf_counter() - tock
         return row
+
+
+def attention_blocks(params: dict) -> dict:
+    """The parameter blocks whose ‖v̂‖ the paper's Figure 7 follows, for a Transformer of
+    :mod:`utils.training.models`: ``"embedding"`` (the token embedding) and ``"wv_<i>"``, the
+    value projection W_V of layer i (the last third of the rows of ``blocks.<i>.attn.qkv``).
+    Returns name -> (parameter name, row slice)."""
+    blocks = {"embedding": ("tok.weight", slice(None))} if "tok.weight" in params else {}
+    for name, p in params.items():
+        if name.startswith("blocks.") and name.endswith(".attn.qkv.weight"):
+            d = p.shape[0] // 3
+            blocks[f"wv_{name.split('.')[1]}"] = (name, slice(2 * d, 3 * d))
+    if not blocks:
+        raise ValueError("params: no token embedding and no attention block found; "
+                         "attention_blocks reads the book's Transformers")
+    return blocks
+
+
+class MomentNorms:
+    """‖v̂_t‖ (Euclidean norm of Adam's bias-corrected second moment, after the update of step
+    t) of chosen parameter blocks, every step, as columns ``v_norm_<block>``. ``blocks``: name
+    -> (parameter name, row slice), by default :func:`attention_blocks` of the run's model. The
+    same ``before_update`` / ``after_update`` calls as :class:`SignalRecorder`."""
+
+    def __init__(self, blocks: dict | None = None):
+        self.blocks = blocks
+
+    def before_update(self, step: int, params: dict, grads, opt) -> dict:
+        if self.blocks is None:
+            self.blocks = attention_blocks(params)
+        missing = sorted({p for p, _ in self.blocks.values()} - set(params))
+        if missing:
+            raise ValueError(f"blocks: no parameter named {missing[0]!r} in the model")
+        return {}
+
+    def after_update(self, step: int, params: dict, opt, loss_fn) -> dict:
+        beta2 = opt.param_groups[0]["betas"][1]
+        row = {}
+        for block, (name, rows) in self.blocks.items():
+            state = opt.state[params[name]]
+            correction = 1.0 - beta2 ** float(state["step"])
+            row[f"v_norm_{block}"] = float(state["exp_avg_sq"][rows].norm()) / correction
+        return row
