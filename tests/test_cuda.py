@@ -42,3 +42,20 @@ def test_the_anchor_transformer_on_cuda_trains_and_replays():
     # scatter-adds may round in another order, so not necessarily bit for bit)
     expected = lambda_grad_window(cpu, 15, 25)
     np.testing.assert_allclose(window["ratio_a"], expected["ratio_a"], rtol=1e-4)
+
+
+def test_the_figure7_command_runs_on_cuda(tmp_path):
+    """The one command of the paper's full Figure 7 setting (``python -m utils.book.figure7``),
+    shrunk to seconds, on the GPU."""
+    import pandas as pd
+
+    from utils.book.figure7 import main
+
+    tiny = ["--n", "512", "--d-model", "16", "--n-heads", "4", "--n-layers", "2", "--d-ff",
+            "48", "--batch", "64", "--warmup", "5", "--steps", "30"]
+    assert main(["--device", "cuda", "--output-dir", str(tmp_path), *tiny]) == 0
+    gpu = pd.read_csv(tmp_path / "metrics.csv")
+    assert main(["--device", "cpu", "--output-dir", str(tmp_path / "cpu"), *tiny]) == 0
+    cpu = pd.read_csv(tmp_path / "cpu" / "metrics.csv")
+    np.testing.assert_allclose(gpu["loss"], cpu["loss"], rtol=1e-3)
+    assert gpu["batch_lambda_grad_pre_a"].notna().all()

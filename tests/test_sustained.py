@@ -68,9 +68,11 @@ def test_a_measured_run_continues_the_plain_part_bit_for_bit():
 
 
 def synthetic_run(seed, *, calm_triples=False, calm_singles=True, loss_blips=False,
-                  v_decays=True, beta2=0.99, steps=1000):
+                  v_decays="before", crossings="before", beta2=0.99, steps=1000):
     """A run-like object for :func:`seed_rows`: a slowly falling evaluation loss with two
-    spikes, λ_grad(Ĥ) (both columns) above 2/η = 20 for the 4 steps before each spike, and the
+    spikes, λ_grad(Ĥ) (both columns) above 2/η = 20 for the 4 steps before each spike
+    (``crossings="late"``: from the step before its start to 2 after; "none"), ‖v̂‖ flat but decaying at
+    β2 over the 80 steps before each spike (``v_decays``: "always", "never"), and the
     variations the verdicts must catch."""
     from types import SimpleNamespace
 
@@ -85,13 +87,23 @@ def synthetic_run(seed, *, calm_triples=False, calm_singles=True, loss_blips=Fal
             loss[[s - 9, s - 5]] *= 1.02
     lam = np.ones(steps)
     for s in starts:
-        lam[s - 5:s - 1] = 30.0                   # steps s − 4 .. s − 1
+        if crossings == "before":
+            lam[s - 5:s - 1] = 30.0               # steps s − 4 .. s − 1
+        elif crossings == "late":
+            lam[s - 2:s + 2] = 30.0               # steps s − 1 .. s + 2: sustained at s, its
+            # alarm at s + 1, inside the spike
     if calm_singles:
         lam[[100, 150, 500, 550, 900]] = 30.0
     if calm_triples:
         for c in (120, 520, 880):
             lam[c:c + 3] = 30.0
-    v = 1e-3 * (beta2 ** t if v_decays else np.ones(steps))
+    log_v = np.zeros(steps)
+    if v_decays == "always":
+        log_v = t * np.log(beta2)
+    elif v_decays == "before":
+        for s in starts:
+            log_v[s - 81:s] = np.arange(1, 82) * np.log(beta2)
+    v = 1e-3 * np.exp(log_v)
     m = pd.DataFrame({"step": t, "loss": loss, "lr": 0.1, "lambda_grad_pre_a": lam,
                       "batch_lambda_grad_pre_a": lam, "v_norm_embedding": v,
                       "v_norm_wv_0": 2 * v})
@@ -115,7 +127,7 @@ def verdicts_of(table):
 
 
 def test_the_verdicts_hold_where_sustained_crossings_precede_every_spike_and_only_spikes():
-    from utils.studies.sustained import decay_table, score_table
+    from utils.studies.sustained import coincidence_table, correspondence, decay_table, score_table
 
     table = synthetic_table()
     scores = score_table(table)
@@ -125,16 +137,65 @@ def test_the_verdicts_hold_where_sustained_crossings_precede_every_spike_and_onl
     decay = decay_table(table)
     assert decay.loc["before spikes", "median"] == pytest.approx(1.0)
     assert decay.loc["before spikes", "fits"] == 8
+    assert decay.loc["at calm steps", "at_beta2"] == 0
+    coin = coincidence_table(table)
+    assert coin.loc["spikes", ["n", "sustained_batch", "median_lag_batch"]].tolist() == [8, 1, -4]
+    assert correspondence(table)["share"] == 1.0
     verdicts = verdicts_of(table)
     assert all(v.passed for v in verdicts.values()), verdicts
 
 
 @pytest.mark.parametrize("variation, fails", [
-    ({"calm_triples": True}, "sustained_matches_spikes"),
-    ({"calm_singles": False}, "sustained_beats_single"),
+    ({"crossings": "none"}, "sustained_coincides"),
+    ({"calm_triples": True}, "sustained_no_false_alarm"),
+    ({"crossings": "late"}, "sustained_warns"),
+    ({"calm_singles": False}, "sustained_fewer_false_alarms"),
     ({"loss_blips": True}, "sustained_beats_loss_rose"),
-    ({"v_decays": False}, "v_decays_at_beta2")])
+    ({"v_decays": "never"}, "v_decays_at_beta2"),
+    ({"v_decays": "always"}, "decay_is_specific")])
 def test_each_verdict_fails_where_its_claim_does(variation, fails):
     verdicts = verdicts_of(synthetic_table(**variation))
-    assert not verdicts[fails].passed
-    assert all(v.passed for name, v in verdicts.items() if name != fails), verdicts
+    assert not verdicts[fails].passed, verdicts[fails]
+    if fails == "sustained_warns":      # crossing after the start: coincides, never warns
+        assert verdicts["sustained_coincides"].passed
+
+
+TINY = ["--n", "64", "--d-model", "8", "--n-heads", "2", "--n-layers", "2", "--d-ff", "8",
+        "--batch", "16", "--warmup", "2", "--steps", "12"]
+
+
+def test_the_figure7_command_writes_the_run_the_rows_and_the_figure(tmp_path, capsys):
+    from utils.book.figure7 import main
+
+    assert main(["--device", "cpu", "--output-dir", str(tmp_path), *TINY]) == 0
+    assert {p.name for p in tmp_path.iterdir()} >= {"metrics.csv", "summary.json", "rows.csv",
+                                                    "figure7.png"}
+    m = pd.read_csv(tmp_path / "metrics.csv")
+    assert len(m) == 12 and m["batch_lambda_grad_pre_a"].notna().all()
+    assert {"v_norm_embedding", "v_norm_wv_1"} <= set(m)
+    assert "sustained_batch" in capsys.readouterr().out
+    assert main(["--device", "cpu", "--output-dir", str(tmp_path), *TINY[:-1], "0"]) == 2
+    assert "steps" in capsys.readouterr().err
+
+
+def test_the_paper_setting_has_about_ten_million_parameters():
+    from utils.studies.sustained import paper_config
+    from utils.training.runs import parameter_count
+
+    config = paper_config("cpu", n=64)
+    assert config.batch_size == config.eval_size == 2048 and config.beta2 == 0.999
+    assert 9.5e6 < parameter_count(config) < 10.5e6
+
+
+def test_only_the_measured_steps_are_scored_and_earlier_spikes_are_counted_apart():
+    from utils.studies.sustained import measured_from, seed_rows
+
+    run = synthetic_run(0)
+    run.metrics.loc[run.metrics["step"] < 400, ["lambda_grad_pre_a",
+                                                "batch_lambda_grad_pre_a"]] = np.nan
+    assert measured_from(run.metrics) == 400
+    rows = pd.DataFrame(seed_rows(run))
+    assert rows.iloc[0]["unscored_spikes"] == 1                 # the spike at 300
+    scores = rows[rows["kind"] == "score"].set_index("signal")
+    assert (scores["spikes"] == 1).all() and (scores["steps"] == 601).all()
+    assert scores.loc["sustained_batch", "hits"] == 2

@@ -783,6 +783,21 @@ def _register_sustained_sweep() -> None:
 _register_sustained_sweep()
 
 
+def _register_sustained_search_sweep() -> None:
+    """The search for a mini-batch setting that spikes on 2 cores
+    (:func:`utils.studies.sustained.search_configs`), seed 0, one run per task."""
+    from utils.studies.sustained import search_configs
+
+    register(Sweep(
+        name="sustained_search", configs=tuple(search_configs()), seeds=(0,),
+        evaluate="utils.studies.sustained:search_rows", seeds_per_task=1,
+        description="the sustained-predictor chapter's run, unmeasured, 3,000 steps, under "
+                    "8,000 or 1,000 sequences × a cosine over the run or to step 10,000, seed 0"))
+
+
+_register_sustained_search_sweep()
+
+
 # ------------------------------------------------------------------------------------- CLI
 
 def main(argv=None) -> int:

@@ -177,3 +177,18 @@ def pooled_difference(table: pd.DataFrame, signal: str, baseline: str, statistic
         point = float(difference(*arrays))
     lo, hi = _interval(arrays, difference)
     return point, float(lo), float(hi)
+
+
+def pooled_ratio(numerators, denominators) -> tuple[float, float, float]:
+    """(Σ numerators / Σ denominators, low, high): a share pooled over runs (one entry per
+    run), with the 95 % percentile bootstrap interval that resamples runs, as :func:`pool`'s
+    ratios have (NaN interval below two runs)."""
+    num, den = np.asarray(numerators, dtype=float), np.asarray(denominators, dtype=float)
+
+    def ratio(a, b, axis=-1):
+        return a.sum(axis) / b.sum(axis)
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        point = float(num.sum() / den.sum()) if den.sum() else math.nan
+        low, high = _interval([num, den], ratio)
+    return point, low, high
