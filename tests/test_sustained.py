@@ -68,10 +68,12 @@ def test_a_measured_run_continues_the_plain_part_bit_for_bit():
 
 
 def synthetic_run(seed, *, calm_triples=False, calm_singles=True, loss_blips=False,
-                  v_decays="before", crossings="before", beta2=0.99, steps=1000):
+                  v_decays="before", crossings="before", eval_crossings=None, beta2=0.99,
+                  steps=1000):
     """A run-like object for :func:`seed_rows`: a slowly falling evaluation loss with two
     spikes, λ_grad(Ĥ) (both columns) above 2/η = 20 for the 4 steps before each spike
-    (``crossings="late"``: from the step before its start to 2 after; "none"), ‖v̂‖ flat but decaying at
+    (``crossings="late"``: from the step before its start to 2 after; "none"; on the evaluation
+    batch ``eval_crossings``, by default the same), ‖v̂‖ flat but decaying at
     β2 over the 80 steps before each spike (``v_decays``: "always", "never"), and the
     variations the verdicts must catch."""
     from types import SimpleNamespace
@@ -85,13 +87,8 @@ def synthetic_run(seed, *, calm_triples=False, calm_singles=True, loss_blips=Fal
         loss[s:s + 10] *= 100                     # steps s + 1 .. s + 10 spike
         if loss_blips:                            # one-step rises at s − 8 and s − 4
             loss[[s - 9, s - 5]] *= 1.02
-    lam = np.ones(steps)
-    for s in starts:
-        if crossings == "before":
-            lam[s - 5:s - 1] = 30.0               # steps s − 4 .. s − 1
-        elif crossings == "late":
-            lam[s - 2:s + 2] = 30.0               # steps s − 1 .. s + 2: sustained at s, its
-            # alarm at s + 1, inside the spike
+    lam = crossing_pattern(starts, steps, crossings)
+    lam_eval = lam if eval_crossings is None else crossing_pattern(starts, steps, eval_crossings)
     if calm_singles:
         lam[[100, 150, 500, 550, 900]] = 30.0
     if calm_triples:
@@ -104,13 +101,26 @@ def synthetic_run(seed, *, calm_triples=False, calm_singles=True, loss_blips=Fal
         for s in starts:
             log_v[s - 81:s] = np.arange(1, 82) * np.log(beta2)
     v = 1e-3 * np.exp(log_v)
-    m = pd.DataFrame({"step": t, "loss": loss, "lr": 0.1, "lambda_grad_pre_a": lam,
+    m = pd.DataFrame({"step": t, "loss": loss, "lr": 0.1, "lambda_grad_pre_a": lam_eval,
                       "batch_lambda_grad_pre_a": lam, "v_norm_embedding": v,
                       "v_norm_wv_0": 2 * v})
     spikes = [e for e in detect_events(loss, t, factor=10, window=50, floor=0) if e.counted]
     assert [s.start for s in spikes] == list(starts)
     return SimpleNamespace(metrics=m, spikes=spikes, diverged_at=None, seconds=1.0,
                            config=SimpleNamespace(seed=seed, beta2=beta2))
+
+
+def crossing_pattern(starts, steps, crossings):
+    """λ_grad(Ĥ) of the synthetic run: 1, and 30 (above 2/η = 20) for the 4 steps before each
+    spike's start ("before"), from the step before the start to 2 after ("late"), or never."""
+    lam = np.ones(steps)
+    for s in starts:
+        if crossings == "before":
+            lam[s - 5:s - 1] = 30.0               # steps s − 4 .. s − 1
+        elif crossings == "late":
+            lam[s - 2:s + 2] = 30.0               # steps s − 1 .. s + 2: sustained at s, its
+            # alarm at s + 1, inside the spike
+    return lam
 
 
 def synthetic_table(**variation):
@@ -147,6 +157,7 @@ def test_the_verdicts_hold_where_sustained_crossings_precede_every_spike_and_onl
 
 @pytest.mark.parametrize("variation, fails", [
     ({"crossings": "none"}, "sustained_coincides"),
+    ({"eval_crossings": "none"}, "sustained_coincides_eval"),
     ({"calm_triples": True}, "sustained_no_false_alarm"),
     ({"crossings": "late"}, "sustained_warns"),
     ({"calm_singles": False}, "sustained_fewer_false_alarms"),

@@ -435,6 +435,8 @@ def sustained_verdicts(table: pd.DataFrame) -> list:
     * ``sustained_coincides`` (the paper): the sustained predictor on the step's batch exceeds
       2/η_t within [start − h, peak] of ≥ :data:`COINCIDE_MIN` of the spikes (false: spikes
       with no sustained crossing);
+    * ``sustained_coincides_eval`` (ours): the same with λ_grad(Ĥ) on the evaluation batch,
+      the batch whose loss the spikes are detected on;
     * ``sustained_no_false_alarm`` (the paper): ≥ :data:`COINCIDE_MIN` of its alarms fall at
       spikes (:func:`correspondence`; false: sustained crossings where no spike follows);
     * ``sustained_warns`` (ours, stricter): scored as a warning (a hit only before the start),
@@ -470,6 +472,10 @@ def sustained_verdicts(table: pd.DataFrame) -> list:
                 bool(coin["sustained_batch"] >= COINCIDE_MIN),
                 {"share": float(coin["sustained_batch"]), "low": float(coin["low"]),
                  "spikes": int(coin["n"])}),
+        Verdict("sustained_coincides_eval",
+                "... and so does the predictor on the evaluation batch",
+                bool(coin["sustained_eval"] >= COINCIDE_MIN),
+                {"share": float(coin["sustained_eval"]), "spikes": int(coin["n"])}),
         Verdict("sustained_no_false_alarm",
                 f"≥ {COINCIDE_MIN:.0%} of its alarms fall at spikes",
                 bool(corr["share"] >= COINCIDE_MIN),
