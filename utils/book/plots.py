@@ -911,5 +911,5 @@ def plot_signal_scores(scores, labels: dict, ax=None):
     ax.set_yticks(y, [labels.get(s, s) for s in scores.index])
     ax.set(xlim=(-0.02, 1.02), xlabel="pooled over seeds (95 % bootstrap interval)")
     ax.invert_yaxis()
-    legend(ax, loc="lower right", fontsize="small")
+    legend(ax, loc="upper right", fontsize="small")
     return ax
