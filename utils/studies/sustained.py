@@ -232,15 +232,15 @@ PREFIXES = {"batch": "batch_lambda_grad_pre_a", "eval": "lambda_grad_pre_a"}
 """Where λ_grad(Ĥ) was measured -> its column."""
 
 
-def window_flags(metrics: pd.DataFrame, start: int, hi: int, lo: int | None = None) -> dict:
-    """Whether λ_grad(Ĥ) exceeded 2/η_t in the window [lo, hi] (default lo = start − the
-    judged horizon), on each batch: ``single_<where>`` (some step above), ``sustained_<where>``
+def window_flags(metrics: pd.DataFrame, start: int, hi: int) -> dict:
+    """Whether λ_grad(Ĥ) exceeded 2/η_t in the window [start − the judged horizon, hi], on
+    each batch: ``single_<where>`` (some step above), ``sustained_<where>``
     (the sustained predictor above at some step t of it, which uses t + 1), ``lag_<where>`` (the
     first step above, minus ``start``; negative before it) and ``max_ratio_<where>``. NaN where
     the window was not measured throughout."""
     from utils.studies.scoring import JUDGED_HORIZON
 
-    lo = start - JUDGED_HORIZON if lo is None else lo
+    lo = start - JUDGED_HORIZON
     steps = metrics["step"].to_numpy()
     window = (steps >= lo) & (steps <= hi)
     out = {}
@@ -416,16 +416,15 @@ def decay_specificity(table: pd.DataFrame) -> dict:
     Fisher exact test that spikes have the larger share (scipy.stats.fisher_exact)."""
     from scipy.stats import fisher_exact
 
-    decay = decay_table(table)
-    counts = []
-    for label in ("before spikes", "at calm steps"):
-        n = int(decay.loc[label, "fits"])
-        k = int(round(decay.loc[label, "at_beta2"] * n)) if n else 0
-        counts.append((k, n - k))
+    counts, shares = [], []
+    for kind in ("spike", "calm"):
+        share = table.loc[table["kind"] == kind, "share"].dropna()
+        k = int((share >= DECAY_SHARE).sum())
+        counts.append((k, len(share) - k))
+        shares.append(k / len(share) if len(share) else math.nan)
     p = fisher_exact(counts, alternative="greater")[1] if all(sum(c) for c in counts) \
         else math.nan
-    return {"share_spikes": float(decay.loc["before spikes", "at_beta2"]),
-            "share_calm": float(decay.loc["at calm steps", "at_beta2"]), "p": float(p)}
+    return {"share_spikes": shares[0], "share_calm": shares[1], "p": float(p)}
 
 
 def sustained_verdicts(table: pd.DataFrame) -> list:
