@@ -737,7 +737,8 @@ _register_mitigation_sweep()
 def _register_spike_type_sweep() -> None:
     """The spike-type chapter's runs (:func:`utils.studies.spike_types.type_rows`): the 4-layer
     anchor-function Transformer (:func:`~utils.studies.spike_types.anchor_config`) under the
-    seeds of :data:`~utils.studies.spike_types.SEEDS`, one seed per task."""
+    seeds of :data:`~utils.studies.spike_types.SEEDS`, one seed per task, and the same for the
+    12-layer model (the paper's second Figure D1 setting)."""
     from utils.studies.spike_types import SEEDS, anchor_config
 
     register(Sweep(
@@ -745,6 +746,11 @@ def _register_spike_type_sweep() -> None:
         evaluate="utils.studies.spike_types:type_rows", seeds_per_task=1, trains=True,
         description="the 4-layer anchor-function Transformer (3x -> x) full batch: each spike's "
                     "kind and λ_grad(Ĥ) around it, 16 seeds"))
+    register(Sweep(
+        name="spike_types_12", configs=(anchor_config(12),), seeds=SEEDS,
+        evaluate="utils.studies.spike_types:type_rows", seeds_per_task=1, trains=True,
+        description="the second setting of the spike-type chapter, the 12-layer "
+                    "anchor-function Transformer (3x -> x) full batch, 16 seeds"))
 
 
 _register_spike_type_sweep()
