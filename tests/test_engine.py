@@ -186,3 +186,57 @@ def test_a_step_at_the_round_cap_is_not_certified():
     assert certificate(bool(capped.converged), capped.checked) == "none"
     full = TrackingEngine(tol=1e-8).step(lambda v: v @ mats[0], g[None], None, 1.0)
     assert bool(full.converged) and certificate(True, False) == "residual"
+
+
+def operator_near(threshold, above, n=60, seed=0):
+    """A symmetric operator whose top eigenvalue is ``threshold`` × (1 + ``above``), the second
+    at 0.9 × threshold and the rest spread below 0.8 × threshold, in a random basis; and a
+    random gradient."""
+    gen = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(n, n, generator=gen, dtype=torch.float64))
+    values = torch.cat([torch.tensor([threshold * (1 + above), 0.9 * threshold]),
+                        torch.linspace(0.8, -0.2, n - 2, dtype=torch.float64) * threshold])
+    return (q * values) @ q.T, torch.randn(n, generator=gen, dtype=torch.float64)
+
+
+def decide(matrix, g, threshold, **engine):
+    out = TrackingEngine(**engine).step(lambda v: v @ matrix, g[None], None, 1.0,
+                                        threshold=threshold)
+    return out, out.side_pre[0], out.lower_pre.item(), out.upper_pre.item()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_side_of_the_threshold_is_certified_just_above_and_just_below(seed):
+    """A top eigenvalue 1e-4 or 1e-5 above (or below) 2/η: the engine reports the side it is
+    on, its bounds hold the true value, and the decision (lower bound above the threshold) is
+    right."""
+    for above in (1e-4, 1e-5, -1e-4, -1e-5):
+        matrix, g = operator_near(100.0, above, seed=seed)
+        top = torch.linalg.eigvalsh(matrix)[-1].item()
+        out, side, lower, upper = decide(matrix, g, 100.0)
+        assert lower <= top * (1 + 1e-12) and top <= upper * (1 + 1e-12)
+        assert (lower > 100.0) == (above > 0) and bool(out.converged)
+        assert side == ("above" if above > 0 else side) and (above > 0 or side != "above")
+
+
+def test_without_the_certificate_the_side_comes_out_wrong():
+    """The same operators with the decision certificate removed (stop at the zone's width
+    alone): on some of them the engine stops with its Ritz value below a top eigenvalue that is
+    above 2/η, the wrong side. This is the test above failing when the certificate is removed."""
+    wrong = 0
+    for seed in range(6):
+        matrix, g = operator_near(100.0, 1e-5, seed=seed)
+        _, _, lower, _ = decide(matrix, g, 100.0, certify_side=False)
+        wrong += lower <= 100.0
+    assert wrong > 0
+
+
+def test_far_from_the_threshold_the_decision_costs_fewer_products():
+    """λ_max at half the threshold: the loose zone (1e-2) stops before the residual rule (1e-3)
+    and its bounds still hold the true value."""
+    matrix, g = operator_near(100.0, 0.0, seed=3)
+    top = torch.linalg.eigvalsh(matrix)[-1].item()
+    loose, side, lower, upper = decide(matrix, g, 200.0)
+    tight = TrackingEngine().step(lambda v: v @ matrix, g[None], None, 1.0)
+    assert side.startswith("below") and lower <= top <= upper and (upper - lower) <= 1e-2 * lower
+    assert loose.hvps < tight.hvps

@@ -30,6 +30,19 @@ A step's λ_max(Ĥ) is *certified* when its relative residual is within ``tol`` 
 eigenvalue of S lies within ``tol`` of it); a step that hits ``max_rounds`` first is reported
 as not certified (``converged`` False), never silently accepted.
 
+*Certifying the side of 2/η instead* (``threshold`` given to :meth:`TrackingEngine.step`): the
+book's claims ask whether λ_max(Ĥ) is above 2/η, so a step may stop as soon as two bounds
+settle the side and are close enough for the digits the book quotes (:func:`top_bounds`): the
+top Ritz value from below (a Rayleigh quotient never exceeds λ_max), and from above the
+Kato–Temple bound θ_1 + r_1²/δ, with the gap δ = θ_1 − (θ_2 + r_2) to the upper end of the
+second Ritz pair's residual interval, or θ_1 + r_1 where there is no such gap. A step is
+settled when the lower bound is above the threshold ("above") or the upper bound below it
+("below"), and decided when, in addition, the relative width of the bounds is within
+``zone_tol[0]`` where λ_max is within ``zone`` of the threshold and within ``zone_tol[1]``
+elsewhere. A step the bounds cannot settle is refined to ``tol`` as without a threshold
+("unsettled"). The upper bound, like the residual certificate, assumes the block holds the top
+eigenvalue (an eigenvalue rising from further down is the cold starts' to catch).
+
 All products of one round go through one batched backward pass
 (:meth:`~utils.curvature.hvp.LossHessian.matmat`). Every vector carries a leading seed axis: shape
 (K, n) for K independent models whose Hessian is block diagonal (:mod:`utils.training.seeds`); K =
@@ -63,9 +76,12 @@ class StepCurvature:
     was given). cos_top_consecutive: |cos| between this step's top right-eigenvector of Ĥ and
     the previous step's (NaN at the first step). cos_top_consecutive_H, cos_grad_top_H: the
     same drift for H's top eigenvector, and |cos(g, H's top eigenvector)| (when H is tracked).
+    lower_pre, upper_pre, side_pre (with a ``threshold`` only): the bounds on λ_max(Ĥ) of
+    :func:`top_bounds` and, per seed, the side of the threshold they certify: "above", "below
+    (Temple)", "below (residual)" or "unsettled".
     hvps: Hessian-vector products this step, summed over seeds (one product on the stacked
     model counts K). rounds: batched passes this step. converged: λ_max(Ĥ)'s relative residual
-    is within ``tol`` (the step is certified). checked: a cold start ran this step. corrected:
+    is within ``tol``, or, with a ``threshold``, its side is decided (the step is certified). checked: a cold start ran this step. corrected:
     the cold start found a larger eigenvalue than the warm block.
     """
 
@@ -91,6 +107,9 @@ class StepCurvature:
     cos_top_consecutive: torch.Tensor | None = None
     cos_top_consecutive_H: torch.Tensor | None = None
     cos_grad_top_H: torch.Tensor | None = None
+    lower_pre: torch.Tensor | None = None
+    upper_pre: torch.Tensor | None = None
+    side_pre: list[str] | None = None
 
 
 def single_model(hessian):
@@ -143,6 +162,44 @@ def rayleigh_ritz(pairs: torch.Tensor, top: int = 1):
     return theta, torch.from_numpy(y).to(pairs).transpose(1, 2) @ pairs
 
 
+def top_bounds(theta: np.ndarray, r_norm: np.ndarray):
+    """Bounds on the top eigenvalue of a symmetric T from its block's Ritz pairs, per seed.
+
+    theta: the Ritz values (K, b), descending; r_norm: their residual norms ‖T u − θ u‖ (K, b).
+    Returns (lower, upper, temple), each (K,): lower = θ_1; upper = θ_1 + r_1²/δ (Kato–Temple,
+    ``temple`` True) where the gap δ = θ_1 − (θ_2 + r_2) is positive, else θ_1 + r_1. Both
+    upper bounds hold when the top Ritz pair approximates the top eigenvalue (and, for Temple,
+    the second pair the second): the assumption of every warm-started solve.
+    """
+    lower, r1 = theta[:, 0], r_norm[:, 0]
+    gap = (theta[:, 0] - theta[:, 1] - r_norm[:, 1]) if theta.shape[1] > 1 \
+        else np.full(len(lower), np.nan)
+    temple = np.isfinite(gap) & (gap > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        upper = lower + np.where(temple, np.minimum(r1, r1 ** 2 / np.where(temple, gap, 1)), r1)
+    return lower, upper, temple
+
+
+def side_of(theta, r_norm, rel, threshold, *, tol, zone, zone_tol, certify_side=True):
+    """Where the top eigenvalue of T lies against ``threshold`` (K,), from :func:`top_bounds`.
+
+    Returns (done, side, lower, upper): done (K,) bool, the step may stop: the side is settled
+    (unless ``certify_side`` is False) and the bounds' relative width is within ``zone_tol[0]``
+    where θ_1 is within ``zone`` (relative) of the threshold, else ``zone_tol[1]``; or the top's
+    relative residual ``rel`` (K,) is within ``tol`` (refined as without a threshold). side: a
+    list of "above", "below (Temple)", "below (residual)" or "unsettled"."""
+    lower, upper, temple = top_bounds(theta, r_norm)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        width = (upper - lower) / np.abs(lower)
+        near = np.abs(lower - threshold) <= zone * np.abs(threshold)
+    above, below = lower > threshold, upper < threshold
+    settled = (above | below) if certify_side else np.ones(len(lower), dtype=bool)
+    done = (settled & (width <= np.where(near, zone_tol[0], zone_tol[1]))) | (rel <= tol)
+    side = ["above" if a else ("below (Temple)" if t else "below (residual)") if b
+            else "unsettled" for a, b, t in zip(above, below, temple)]
+    return done, side, lower, upper
+
+
 class _Track:
     """One eigen-track's state within a step: the Ritz values θ (K, b), the pairs [u, T u]
     (K, b, 2n), the top pair's previous value, and every pair's residual, relative to |θ_1|."""
@@ -164,12 +221,19 @@ class _Track:
         self.r_norm = self.r.norm(dim=-1)
         self.rel = self.r_norm.cpu().numpy() / np.maximum(np.abs(self.theta[:, :1]), 1e-300)
 
-    def pending(self, tol) -> list[int]:
+    def pending(self, tol, top_done=None) -> list[int]:
         """The block vectors that need another round: the top while its relative residual
-        exceeds ``tol``, the others while theirs exceeds the track's ``block_tol`` (any seed)."""
-        finite = np.isfinite(self.theta[:, :1])
+        exceeds ``tol`` (or, given ``top_done`` (K,), while it is not done), the others while
+        theirs exceeds the track's ``block_tol`` (any seed)."""
+        finite = np.isfinite(self.theta[:, 0])
         limits = np.array([tol] + [self.block_tol] * (self.block - 1))
-        return [j for j in range(self.block) if (~(self.rel[:, j] <= limits[j]) & finite[:, 0]).any()]
+        open_ = ~(self.rel <= limits) & finite[:, None]
+        if top_done is not None:
+            open_[:, 0] = ~top_done & finite
+        return [j for j in range(self.block) if open_[:, j].any()]
+
+    def r_norms(self) -> np.ndarray:
+        return self.r_norm.to(torch.float64).cpu().numpy()
 
     def directions(self, which):
         """The unit residuals of the Ritz pairs ``which``: (K, len(which), n)."""
@@ -199,11 +263,16 @@ class TrackingEngine:
     track_raw: also track λ_max(H) (and compute λ_grad(H), whose product H g it needs).
     raw_gradient: compute λ_grad(H) (one more product per step unless ``track_raw``).
     seed: seeds the random start vectors.
+    zone, zone_tol: with a ``threshold`` (:meth:`step`), the bounds' relative width required
+        within ``zone`` of it (``zone_tol[0]``) and elsewhere (``zone_tol[1]``).
+    certify_side: with a ``threshold``, stop only once the bounds settle its side (False: at
+        the zone's width alone, the benchmark's ablation; never the book's setting).
     """
 
     def __init__(self, *, tol: float = 1e-3, max_rounds: int = 100, block: int = 2,
                  block_tol: float = 0.1, check_every: int = 100, track_raw: bool = False,
-                 raw_gradient: bool = False, seed: int = 0):
+                 raw_gradient: bool = False, seed: int = 0, zone: float = 0.1,
+                 zone_tol: tuple[float, float] = (1e-3, 1e-2), certify_side: bool = True):
         self.tol = check_number("tol", tol, low=0, low_open=True, high=1, high_open=True)
         self.block_tol = check_number("block_tol", block_tol, low=0, low_open=True, high=1,
                                       high_open=True)
@@ -213,6 +282,10 @@ class TrackingEngine:
         self.track_raw = track_raw
         self.raw_gradient = raw_gradient or track_raw
         self.seed = seed
+        self.zone = check_number("zone", zone, low=0, high=1, high_open=True)
+        self.zone_tol = tuple(check_number("zone_tol", t, low=0, low_open=True, high=1,
+                                           high_open=True) for t in zone_tol)
+        self.certify_side = certify_side
         self.steps = 0
         self.vectors: dict[str, torch.Tensor] = {}
         """The block of each track ("pre": S, "H": H), (K, block, n): the next warm start."""
@@ -235,13 +308,15 @@ class TrackingEngine:
         return x if bool(usable.all()) else torch.where(usable, x, self._random(shape, like))
 
     def step(self, apply_h, gradient: torch.Tensor, d: torch.Tensor | None,
-             c: torch.Tensor | float = 1.0, update: torch.Tensor | None = None) -> StepCurvature:
+             c: torch.Tensor | float = 1.0, update: torch.Tensor | None = None,
+             threshold: torch.Tensor | float | None = None) -> StepCurvature:
         """Measure one step.
 
         apply_h: V (m, K, n) -> H V (m, K, n), one batched pass. gradient: g, (K, n).
         d: the diagonal of D, (K, n) (None: D = I). c: c_t > 0, a float or (K,).
         update: Adam's update direction u = m̂/(√v̂ + ε), (K, n), for λ_update(Ĥ) (one more
-        product, in the first pass), or None.
+        product, in the first pass), or None. threshold: 2/η_t for λ_max(Ĥ), a float or (K,):
+        stop once its side is certified (module docstring); None: refine to ``tol``.
         The scalar results are float64 CPU tensors of shape (K,); the vectors are like g.
         """
         g = gradient
@@ -292,8 +367,18 @@ class TrackingEngine:
                                        free_image], -1))
             track.solve(torch.cat(rows, 1))
 
+        # the threshold on T = S / c, per seed
+        limit = (None if threshold is None else np.broadcast_to(
+            torch.as_tensor(threshold, dtype=torch.float64).cpu().numpy().reshape(-1), (K,)) / c)
+
+        def decided(track):
+            return side_of(track.theta, track.r_norms(), track.rel[:, 0], limit, tol=self.tol,
+                           zone=self.zone, zone_tol=self.zone_tol,
+                           certify_side=self.certify_side)
+
         for _ in range(self.max_rounds - 1):
-            pending = {k: which for k, t in tracks.items() if (which := t.pending(self.tol))}
+            pending = {k: which for k, t in tracks.items() if (which := t.pending(
+                self.tol, decided(t)[0] if limit is not None and k == "pre" else None))}
             if not pending:
                 break
             directions = {k: tracks[k].directions(which) for k, which in pending.items()}
@@ -325,6 +410,10 @@ class TrackingEngine:
 
         pre = tracks["pre"]
         theta, res = pre.theta[:, 0], pre.rel[:, 0]
+        converged = res <= self.tol
+        lower = upper = side = None
+        if limit is not None:
+            converged, side, lower, upper = decided(pre)
         u = pre.pairs[:, 0, :n]
         right = u if sd is None else sd * u
         gs_u = (gs * u).sum(-1).abs()
@@ -358,7 +447,8 @@ class TrackingEngine:
             second_pre=tensor(c * second),
             **{k: tensor(v) for k, v in lam_grad.items()},
             cos_grad_top=tensor(cos_top), cos_grad_top_sym=tensor(cos_sym),
-            hvps=hvps, rounds=rounds, converged=tensor(res) <= self.tol, checked=checked,
+            hvps=hvps, rounds=rounds, converged=torch.from_numpy(np.asarray(converged)),
+            checked=checked,
             corrected=torch.from_numpy(corrected),
             lambda_max_H=None if raw is None else tensor(raw.theta[:, 0]),
             residual_H=None if raw is None else tensor(raw.rel[:, 0]),
@@ -366,4 +456,6 @@ class TrackingEngine:
             lambda_update_pre=None if lam_update is None else tensor(lam_update),
             cos_top_consecutive=tensor(consecutive),
             cos_top_consecutive_H=None if drift_h is None else tensor(drift_h),
-            cos_grad_top_H=None if cos_g_h is None else tensor(cos_g_h))
+            cos_grad_top_H=None if cos_g_h is None else tensor(cos_g_h),
+            lower_pre=None if lower is None else tensor(c * lower),
+            upper_pre=None if upper is None else tensor(c * upper), side_pre=side)
