@@ -189,3 +189,31 @@ def test_rise_factor_reads_the_trace_at_the_start_and_20_steps_before():
                          {"start": 100, "trace_from": 60, "trace_ratio_a": "-1 " * 45}])
     factors = rise_factors(rows)
     assert factors[0] == pytest.approx(1.5 ** 20, rel=1e-4) and factors[1:].isna().all()
+
+
+def with_runs(table, layers, spikes=(3, 3, 3, 3)):
+    """``table`` with one run row per seed, of a model of ``layers`` layers."""
+    runs = [{"kind": "run", "seed": s, "layers": layers, "spikes": k, "plain_step_s": 0.1,
+             "final_loss": 1e-3, "final_test_loss": 0.1} for s, k in enumerate(spikes)]
+    return pd.concat([pd.DataFrame(runs), table.assign(layers=layers)], ignore_index=True)
+
+
+def test_the_second_setting_has_its_own_verdicts_and_column():
+    from utils.studies.spike_types import depth_table, paper_comparison, type_verdicts
+
+    deep = with_runs(study_table(lags=[math.nan] * 12), 12, spikes=(6, 6, 0, 0))
+    names = {v.name: v.passed for v in type_verdicts(deep, suffix="_12_layers")}
+    assert not names["every_kind_coincides_12_layers"] and names["four_kinds_12_layers"]
+    both = depth_table({"4 layers": with_runs(study_table(), 4), "12 layers": deep})
+    assert list(both.columns) == ["4 layers", "12 layers"]
+    assert both.loc["seeds (spiking at least once)", "12 layers"] == "4 (2)"
+    assert both.loc["spikes with λ_grad(Ĥ) > 2/η in [start − 20, peak]", "12 layers"] \
+        .startswith("0 of 12") and both.loc["spikes", "4 layers"] == "12"
+    # the 12-layer model of width 16 has more parameters than the 4-layer one
+    count = both.loc["parameters"].str.replace(",", "").astype(int)
+    assert count["12 layers"] > 2 * count["4 layers"]
+    table = paper_comparison(study_table(), deep=deep)
+    assert table.loc["spikes with λ_grad(Ĥ) > 2/η (Figure D1), 12 layers", "this book"] \
+        .startswith("0 of 12")
+    assert paper_comparison(study_table()).loc[
+        "kinds of spike (Figure D1), 12 layers", "this book"].startswith("not measured")

@@ -398,9 +398,9 @@ def drift_test(table: pd.DataFrame) -> dict:
             "share_calm": kc / nc if nc else math.nan, "p": float(p)}
 
 
-def type_verdicts(table: pd.DataFrame) -> list:
-    """The chapter's verdicts over the sweep's ``table``, each with what it would measure were
-    the claim false:
+def type_verdicts(table: pd.DataFrame, suffix: str = "") -> list:
+    """The chapter's verdicts over the sweep's ``table`` (each name followed by ``suffix``, e.g.
+    "_12_layers" for the second setting), each with what it would measure were the claim false:
 
     * ``every_kind_coincides`` (the paper): λ_grad(Ĥ) > 2/η_t in [start − 20, peak] at ≥
       :data:`COINCIDE_MIN` of the spikes (false: spikes with λ_grad(Ĥ) below 2/η throughout);
@@ -419,20 +419,20 @@ def type_verdicts(table: pd.DataFrame) -> list:
     counts = type_counts(table)["spikes"]
     drift = drift_test(table)
     return [
-        Verdict("every_kind_coincides",
+        Verdict("every_kind_coincides" + suffix,
                 f"λ_grad(Ĥ) > 2/η within [start − {JUDGED}, peak] of ≥ {COINCIDE_MIN:.0%} of "
                 "the spikes, of every kind", bool(spikes["share"] >= COINCIDE_MIN),
                 {"share": float(spikes["share"]), "low": float(spikes["low"]),
                  "spikes": int(spikes["n"]), **per_kind}),
-        Verdict("coincidence_is_specific",
+        Verdict("coincidence_is_specific" + suffix,
                 f"... and of ≤ {CALM_MAX:.0%} of calm pseudo-spikes",
                 bool(calm["share"] <= CALM_MAX),
                 {"share": float(calm["share"]), "high": float(calm["high"]),
                  "windows": int(calm["n"])}),
-        Verdict("four_kinds", "all four kinds of spike occur",
+        Verdict("four_kinds" + suffix, "all four kinds of spike occur",
                 bool((counts.loc[list(TYPES)] > 0).all()),
                 {k: int(counts.loc[k]) for k in (*TYPES, UNDETERMINED)}),
-        Verdict("spikes_change_generalisation",
+        Verdict("spikes_change_generalisation" + suffix,
                 "beneficial or malignant more often at spikes than at calm pseudo-spikes",
                 bool(drift["p"] < DRIFT_P),
                 {k: drift[k] for k in ("share_spikes", "share_calm", "p")}),
@@ -474,22 +474,30 @@ def setting_table(config) -> pd.DataFrame:
         "quantity")
 
 
-def paper_comparison(table: pd.DataFrame, sustained: pd.DataFrame | None = None) -> pd.DataFrame:
+def paper_comparison(table: pd.DataFrame, sustained: pd.DataFrame | None = None,
+                     deep: pd.DataFrame | None = None) -> pd.DataFrame:
     """The paper's numbers on its Transformers beside the book's: the spike-type sweep's
-    ``table`` and the sustained-predictor sweep's ``sustained`` table (its rows say "not
-    measured" without it; :func:`utils.studies.sustained.figure7_rows`)."""
-    counts = type_counts(table)["spikes"]
-    coin = coincidence_table(table).loc["all spikes"]
-    kinds = ", ".join(f"{k} {int(counts.loc[k])}" for k in TYPES)
-    rows = {
-        "kinds of spike (Figure D1)": (
-            "four: neutral, beneficial, malignant, catastrophic (one example each)",
-            f"{kinds} (and {int(counts.loc[UNDETERMINED])} undetermined), "
-            f"{int((table['kind'] == 'run').sum())} seeds"),
-        "spikes with λ_grad(Ĥ) > 2/η (Figure D1)": (
-            "all", f"{int(coin['coinciding'])} of {int(coin['n'])} "
-                   f"(95 % interval {coin['low']:.2f}-{coin['high']:.2f})"),
-    }
+    ``table`` (4 layers), the same study on 12 layers ``deep`` (sweep "spike_types_12"; its rows
+    say "not measured" without it) and the sustained-predictor sweep's ``sustained`` table
+    (likewise; :func:`utils.studies.sustained.figure7_rows`)."""
+    rows = {}
+    for layers, t in ((4, table), (12, deep)):
+        kinds_row = f"kinds of spike (Figure D1), {layers} layers"
+        coincide_row = f"spikes with λ_grad(Ĥ) > 2/η (Figure D1), {layers} layers"
+        paper_kinds = ("four: neutral, beneficial, malignant, catastrophic (one example each, "
+                       "at 4 or 12 layers: the paper does not say which)")
+        if t is None:
+            missing = "not measured (the sweep 'spike_types_12' not given)"
+            rows.update({kinds_row: (paper_kinds, missing), coincide_row: ("all", missing)})
+            continue
+        counts = type_counts(t)["spikes"]
+        coin = coincidence_table(t).loc["all spikes"]
+        kinds = ", ".join(f"{k} {int(counts.loc[k])}" for k in TYPES)
+        rows[kinds_row] = (paper_kinds,
+                           f"{kinds} (and {int(counts.loc[UNDETERMINED])} undetermined), "
+                           f"{int((t['kind'] == 'run').sum())} seeds")
+        rows[coincide_row] = ("all", f"{int(coin['coinciding'])} of {int(coin['n'])} "
+                                     f"(95 % interval {coin['low']:.2f}-{coin['high']:.2f})")
     if sustained is None:
         rows.update({
             "‖v̂‖ decay rate before each spike (Figure 7)": (
@@ -502,6 +510,44 @@ def paper_comparison(table: pd.DataFrame, sustained: pd.DataFrame | None = None)
         rows.update(figure7_rows(sustained))
     return pd.DataFrame.from_dict(rows, orient="index", columns=["the paper", "this book"]) \
         .rename_axis("quantity")
+
+
+def depth_table(tables: dict) -> pd.DataFrame:
+    """The study's numbers side by side for each setting: ``tables`` maps a label (e.g. "4
+    layers") to its sweep's table. One row per quantity, as text: parameters, seeds, spikes,
+    each kind's count, the coincidence with λ_grad(Ĥ) > 2/η (95 % Wilson interval), the same at
+    the calm pseudo-spikes, the alarm's precision (matched chance) and recall, the median
+    full-batch step on one core and the median final losses."""
+    from utils.training.runs import parameter_count
+
+    def column(t: pd.DataFrame, layers: int) -> dict:
+        runs = _rows(t, "run")
+        counts = type_counts(t)["spikes"]
+        coin = coincidence_table(t)
+        spikes, calm = coin.loc["all spikes"], coin.loc["calm pseudo-spikes"]
+        score = lambda_grad_score(t)
+
+        def share(row):
+            return (f"{int(row['coinciding'])} of {int(row['n'])} "
+                    f"({row['low']:.2f}-{row['high']:.2f})")
+        return {
+            "parameters": f"{parameter_count(anchor_config(layers)):,}",
+            "seeds (spiking at least once)": f"{len(runs)} ({int((runs['spikes'] > 0).sum())})",
+            "spikes": f"{int(counts.sum())}",
+            **{f"  {k}": f"{int(counts.loc[k])}" for k in (*TYPES, UNDETERMINED)},
+            "spikes with λ_grad(Ĥ) > 2/η in [start − 20, peak]": share(spikes),
+            "calm pseudo-spikes with it": share(calm),
+            "as an alarm: precision (chance), recall": (
+                f"{score['precision']:.2f} ({score['chance_precision']:.2f}), "
+                f"{score['recall']:.2f}"),
+            "full-batch step, one core (s)": f"{runs['plain_step_s'].median():.3f}",
+            "final training / test loss (median)": (
+                f"{runs['final_loss'].median():.2g} / {runs['final_test_loss'].median():.2g}"),
+        }
+
+    out = {label: column(t, int(_rows(t, "run")["layers"].iloc[0]))
+           for label, t in tables.items()}
+    return pd.DataFrame(out).rename_axis("quantity")
 
 
 def rise_factors(spikes: pd.DataFrame, over: int = JUDGED) -> pd.Series:
