@@ -281,7 +281,8 @@ def pass_costs(config: RunConfig, repeats: int = 200) -> dict:
 
 def model_costs(chapter: str, device: str, warmup: int, tracked_steps: int, tol: float,
                 repeats: int) -> dict:
-    """The engine on one chapter model at its chapter settings (tracking interval included).
+    """The engine on one chapter model at its chapter settings (tracking interval included),
+    deciding the side of 2/η (its ``threshold``; :mod:`utils.curvature.engine`).
 
     After ``warmup`` plain steps, a window of ``tracked_steps`` tracked steps: every step is
     timed (the plain ones give the plain step's median). The window is then replayed, untimed,
@@ -326,14 +327,15 @@ def model_costs(chapter: str, device: str, warmup: int, tracked_steps: int, tol:
         return plain_ms, (loss_fn, params, opt)
 
     engine = TrackingEngine(tol=tol)
+    threshold = 2 / config.lr   # the window's η is constant (no schedule in the benchmark)
     timed = []
 
     def ours(step, hessian, state, started):
         out = engine.step(single_model(hessian), hessian.gradient[None],
-                          state.preconditioner[None], state.c)
+                          state.preconditioner[None], state.c, threshold=threshold)
         _sync(device)
         timed.append((1e3 * (time.perf_counter() - started), out.lambda_max_pre.item(),
-                      out.hvps, bool(out.converged), float(hessian.loss)))
+                      out.hvps, bool(out.converged), float(hessian.loss), out.side_pre[0]))
 
     plain_ms, (loss_fn, params, opt) = window(ours)
     reference = []
@@ -348,8 +350,9 @@ def model_costs(chapter: str, device: str, warmup: int, tracked_steps: int, tol:
     window(cold)
     if [r[1] for r in reference] != [t[4] for t in timed]:
         raise RuntimeError(f"{chapter}: the replay left the timed trajectory")
-    ms, values, hvps, certified, _ = zip(*timed)
+    ms, values, hvps, certified, _, sides = zip(*timed)
     errors = [abs(v - r[0]) / abs(r[0]) for v, r in zip(values, reference)]
+    near = [abs(r[0] - threshold) <= engine.zone * threshold for r in reference]
     passes = pass_costs_at(loss_fn, params, device, repeats, 1 + engine.block)
     plain = statistics.median(plain_ms)
     floor = plain - passes["gradient"] + passes["graph_for_hvps"] + passes["first_round"]
@@ -359,6 +362,14 @@ def model_costs(chapter: str, device: str, warmup: int, tracked_steps: int, tol:
             "hvps_per_tracked_step": float(np.mean(hvps)),
             "max_rel_error_lambda_max": max(errors),
             "uncertified_steps": int(sum(not c for c in certified)),
+            "threshold": threshold,
+            "wrong_side_decisions": int(sum((v > threshold) != (r[0] > threshold)
+                                            for v, r in zip(values, reference))),
+            "zone_steps_near": int(sum(near)),
+            "zone_max_error_near": max([e for e, z in zip(errors, near) if z], default=None),
+            "zone_max_error_far": max([e for e, z in zip(errors, near) if not z], default=None),
+            "zone_tol": list(engine.zone_tol),
+            "certificates": {k: sides.count(k) for k in sorted(set(sides))},
             "lambda2_over_lambda1_median": float(np.median([r[2] for r in reference])),
             "tracked_ms": tracked, "plain_ms": plain, "floor_ms": floor,
             "tracked_over_plain": tracked / plain, "tracked_over_floor": tracked / floor,

@@ -31,7 +31,10 @@ def test_benchmark_runs_on_tiny_settings(tmp_path, capsys):
     assert set(result["models"]) == {"mlp", "cnn", "transformer"}
     for name, m in result["models"].items():
         assert set(MODEL_KEYS) <= set(m), name
-        assert m["max_rel_error_lambda_max"] < 1e-3 and m["uncertified_steps"] == 0, name
+        assert m["uncertified_steps"] == 0 and m["wrong_side_decisions"] == 0, name
+        near, far = m["zone_tol"]
+        assert m["zone_max_error_near"] is None or m["zone_max_error_near"] <= near, name
+        assert m["zone_max_error_far"] is None or m["zone_max_error_far"] <= far, name
     assert set(result["monitor"]) == {"mlp", "cnn", "transformer", "lm", "lm_finite_difference"}
     # a ratio of two timings: any positive number on a busy machine, so only its form is checked
     overhead = result["monitor"]["lm"]["overhead_ratio"]
