@@ -35,8 +35,16 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 
 test: setup unit nbval
 
+# Both tiers run on JOBS worker processes (pytest-xdist; default: the machine's cores): the unit
+# tests spread test by test, the pages notebook by notebook (--dist loadscope keeps a notebook's
+# cells in one kernel, in order), the slowest pages first (NBVAL_FIRST; the rest follow as a
+# worker frees up). Each worker takes one thread (TEST_ENV; ADAM_SPIKES_MAX_THREADS caps the
+# runs that ask for more, utils/training/threads.py), so two workers never put four threads on
+# two cores. `make test JOBS=1` runs them one after another as before.
+JOBS ?= $(shell nproc 2>/dev/null || echo 1)
+TEST_ENV := OMP_NUM_THREADS=1 ADAM_SPIKES_MAX_THREADS=1
 unit: setup
-	$(PY) -m pytest tests
+	$(TEST_ENV) $(PY) -m pytest -n $(JOBS) tests
 
 # nbval runs every page under the "another machine" switch (ADAM_SPIKES_PERTURB, see
 # utils/training/models.py): every model's initial parameters move by PERTURB relative, so each chaotic
@@ -44,8 +52,9 @@ unit: setup
 # compares (each cell's metadata "nbval" says why it is stable; tests/test_nbval_cells.py) and
 # every check a page asserts must hold anyway.  `make nbval PERTURB=0` compares the plain run.
 PERTURB ?= 1e-12
+NBVAL_FIRST := notebooks/03_gradient_alignment.ipynb notebooks/11_sustained_predictor.ipynb notebooks/09_watch_your_run.ipynb notebooks/10_spike_types.ipynb
 nbval: setup
-	ADAM_SPIKES_PERTURB=$(PERTURB) $(PY) -m pytest --nbval $(NOTEBOOKS) --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
+	ADAM_SPIKES_PERTURB=$(PERTURB) $(TEST_ENV) $(PY) -m pytest -n $(JOBS) --dist loadscope --no-loadscope-reorder --nbval $(NBVAL_FIRST) $(filter-out $(NBVAL_FIRST),$(NOTEBOOKS)) --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
 
 # Rewrite the committed notebooks with the outputs of their default run (what nbval compares
 # against): after a change to a chapter or to utils/, run this and commit the notebooks.

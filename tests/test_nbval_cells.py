@@ -66,6 +66,12 @@ def test_the_compared_cells_are_listed_and_most_cells_are_compared():
 def test_make_nbval_runs_every_page_under_the_switch():
     make = (ROOT / "Makefile").read_text()
     recipe = re.search(r"^nbval:.*\n\t(.*)$", make, re.M).group(1)
-    assert recipe.startswith("ADAM_SPIKES_PERTURB=$(PERTURB) ") and "--nbval $(NOTEBOOKS)" in recipe
+    assert recipe.startswith("ADAM_SPIKES_PERTURB=$(PERTURB) ")
+    # every page, the slowest first (a reordering of NOTEBOOKS, none left out)
+    assert "--nbval $(NBVAL_FIRST) $(filter-out $(NBVAL_FIRST),$(NOTEBOOKS))" in recipe
+    first = re.search(r"^NBVAL_FIRST := (.*)$", make, re.M).group(1).split()
+    assert set(first) <= {p.relative_to(ROOT).as_posix() for p in nbval_pages()}
+    # the cells of one notebook stay in one kernel, in order, when the pages run in parallel
+    assert "--dist loadscope" in recipe and "--no-loadscope-reorder" in recipe
     assert re.search(r"^PERTURB \?= 1e-12$", make, re.M)
     assert re.search(r"^test: setup unit nbval$", make, re.M)

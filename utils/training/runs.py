@@ -34,6 +34,7 @@ from utils.training.data import DATASETS, load_dataset
 from utils.training.losses import loss_for
 from utils.curvature.hvp import HVP_METHODS, LossHessian, loss_of_params, math_attention
 from utils.training.models import MODELS, build_model
+from utils.training.threads import set_threads
 from utils.training.optimizers import (CLIPPERS, OPTIMIZERS, PRECONDITIONED, build_clipper,
                                        build_optimizer, state_reader)
 from utils.events.spikes import SPIKE_FACTOR, SPIKE_WINDOW, Spike, detect_events, float_floor
@@ -51,7 +52,8 @@ class RunConfig:
     ``grad_every`` = j > 0 also measures λ_grad(Ĥ) (forms A and B, one Hessian-vector product)
     at the steps j, 2j, ... in between, where the eigenvalues are not solved (0: only at tracked
     steps; it needs ``"lambda_grad"`` in ``measure``). ``data`` is
-    ignored by the quadratic model. ``threads`` is passed to ``torch.set_num_threads``.
+    ignored by the quadratic model. ``threads`` is passed to ``torch.set_num_threads``, capped
+    by ``ADAM_SPIKES_MAX_THREADS`` (:mod:`utils.training.threads`).
     ``spike_factor``, ``spike_window`` and ``spike_floor`` are the book's one event definition
     (:mod:`utils.events.spikes`); ``spike_floor`` is relative to the first loss, and None means the
     float floor of ``dtype`` (:func:`utils.events.spikes.float_floor`).
@@ -400,7 +402,7 @@ def run(config: RunConfig, *, resume: Checkpoint | None = None, checkpoint_steps
     if resume is not None and not 0 <= resume.step < config.steps:
         raise ValueError(f"resume: the checkpoint's step must be in [0, steps={config.steps}), "
                          f"got {resume.step}")
-    torch.set_num_threads(config.threads)
+    set_threads(config.threads)
     model, loss_fn = build_problem(config)
     data = build_data(config) if config.batch_size else None
     held_out = held_out_loss(config, model)

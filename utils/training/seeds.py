@@ -27,6 +27,7 @@ from utils.curvature.engine import TrackingEngine
 from utils.training.losses import loss_for
 from utils.training.runs import (RunConfig, RunResult, build_data, build_model_for, find_events,
                                  load_gradients, step_gradient)
+from utils.training.threads import set_threads
 from utils.curvature.tracker import engine_columns
 from utils.validation import check_number
 
@@ -140,7 +141,7 @@ def run_seeds(config: RunConfig, seeds) -> list[RunResult]:
     if config.grad_every:
         raise ValueError("grad_every: seed batching measures λ_grad(Ĥ) at tracked steps only "
                          "(0); run utils.training.runs.run for λ_grad between them")
-    torch.set_num_threads(config.threads)
+    set_threads(config.threads)
     params, losses = stacked_problem(config, seeds)
     layout = SeedLayout(params)
     opt = torch.optim.Adam(params.values(), lr=config.lr, betas=(config.beta1, config.beta2),
