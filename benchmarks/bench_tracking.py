@@ -67,8 +67,33 @@ except ImportError:  # pragma: no cover - the benchmark then says it was not mea
     hessian_eigenthings = None
 
 
-MODELS = {"mlp": "01_v_decay", "cnn": CNN_DIGITS, "transformer": TRANSFORMER}
-"""The chapter models of ``models`` in results.json, by the chapter whose settings they take."""
+MODELS = {"mlp": "01_v_decay", "cnn": CNN_DIGITS, "transformer": TRANSFORMER,
+          "fig5_net": "02_lambda_max_crossing", "fig6_cnn": "03_gradient_alignment",
+          "anchor": "10_spike_types"}
+"""The chapter models of ``models`` in results.json, by the chapter whose settings they take:
+chapter 1's MLP, the frozen small CNN and one-layer Transformer of chapters 5-8, and the
+paper-setting models: chapter 2's network of width 1,000 (the paper's Figure 5), chapter 3's
+CNN of 512k parameters (Figure 6) and chapter 10's 4-layer anchor-function Transformer
+(Figure D1; see :func:`model_config`)."""
+MODEL_WINDOWS = {"mlp": (1200, 120), "cnn": (400, 120), "transformer": (400, 120),
+                 "fig5_net": (150, 120), "fig6_cnn": (200, 24), "anchor": (300, 24)}
+"""Per chapter model, (untimed warm-up steps, tracked steps of the window): the dearer models
+(a cold ``eigsh`` of the 512k-parameter CNN or of the anchor Transformer takes 6-8 s here)
+get fewer tracked steps."""
+ANCHOR_TRACK_EVERY = 5
+"""Chapter 10 measures λ_grad(Ĥ) only (no tracking interval); the benchmark tracks its model
+every 5 steps."""
+
+
+def model_config(name: str, device: str) -> RunConfig:
+    """The run of the chapter model ``name`` (:data:`MODELS`). Chapter 10's anchor Transformer
+    runs in float64 here (the chapter trains in float32; a cold ``eigsh`` to 1e-10 needs the
+    float64 operator), tracked every :data:`ANCHOR_TRACK_EVERY` steps."""
+    if name == "anchor":
+        from utils.studies.spike_types import anchor_config
+
+        return anchor_config(4, device=device, dtype="float64", track_every=ANCHOR_TRACK_EVERY)
+    return chapter_config(MODELS[name], device=device, progress=False)
 
 
 def chapter1_config(device: str) -> RunConfig:
@@ -279,19 +304,21 @@ def pass_costs(config: RunConfig, repeats: int = 200) -> dict:
 
 # ---- 3. every chapter model -----------------------------------------------------------------
 
-def model_costs(chapter: str, device: str, warmup: int, tracked_steps: int, tol: float,
+def model_costs(name: str, device: str, warmup: int, tracked_steps: int, tol: float,
                 repeats: int) -> dict:
     """The engine on one chapter model at its chapter settings (tracking interval included),
     deciding the side of 2/η (its ``threshold``; :mod:`utils.curvature.engine`).
 
     After ``warmup`` plain steps, a window of ``tracked_steps`` tracked steps: every step is
-    timed (the plain ones give the plain step's median). The window is then replayed, untimed,
+    timed (the plain ones give the plain step's median; tracked every step, as chapter 2 is, the
+    plain step is timed over as many steps after the window). The window is then replayed, untimed,
     and every tracked step's λ_max(Ĥ) is solved cold by ``eigsh`` (tol 1e-10). The floor of a
     tracked step is what it cannot do without, each pass timed alone at the window's end: the
     plain step, less its gradient, plus the gradient with its graph and one batched pass of
     the first round's products (H D g and the block).
     """
-    config = chapter_config(chapter, device=device, progress=False)
+    config = model_config(name, device)
+    chapter = MODELS[name]
     every = config.track_every
 
     def trajectory():
@@ -324,6 +351,12 @@ def model_costs(chapter: str, device: str, warmup: int, tracked_steps: int, tol:
             else:
                 hessian, state = hessian_step(loss_fn, params, opt)
                 measure(step, hessian, state, a)
+        for _ in range(0 if plain_ms else tracked_steps):   # tracked every step: time plain
+            _sync(device)                                    # steps after the window
+            a = time.perf_counter()
+            plain_step(loss_fn, params, opt)
+            _sync(device)
+            plain_ms.append(1e3 * (time.perf_counter() - a))
         return plain_ms, (loss_fn, params, opt)
 
     engine = TrackingEngine(tol=tol)
@@ -353,11 +386,14 @@ def model_costs(chapter: str, device: str, warmup: int, tracked_steps: int, tol:
     ms, values, hvps, certified, _, sides = zip(*timed)
     errors = [abs(v - r[0]) / abs(r[0]) for v, r in zip(values, reference)]
     near = [abs(r[0] - threshold) <= engine.zone * threshold for r in reference]
-    passes = pass_costs_at(loss_fn, params, device, repeats, 1 + engine.block)
     plain = statistics.median(plain_ms)
+    # at most about 2 s of plain steps' worth of repeats per pass on the dearer models
+    repeats = max(3, min(repeats, round(2000 / max(plain, 1e-3))))
+    passes = pass_costs_at(loss_fn, params, device, repeats, 1 + engine.block)
     floor = plain - passes["gradient"] + passes["graph_for_hvps"] + passes["first_round"]
     tracked = statistics.median(ms)
-    return {"chapter": chapter, "n_params": passes["n_params"], "track_every": every,
+    return {"chapter": chapter, "n_params": passes["n_params"], "dtype": config.dtype,
+            "track_every": every,
             "warmup_steps": warmup, "tracked_steps": len(ms),
             "hvps_per_tracked_step": float(np.mean(hvps)),
             "max_rel_error_lambda_max": max(errors),
@@ -456,9 +492,16 @@ def seeds_per_minute(config: RunConfig, steps: int, n_seeds: int, workers: int) 
 
 # ---- 6. the spike monitor ------------------------------------------------------------------
 
+MONITOR_MODELS = ("mlp", "cnn", "transformer", "lm", "anchor")
+"""The loops the monitor is timed on: three chapter models on their full batch, chapter 9's
+language model and chapter 11's 8-layer anchor-function Transformer on mini-batches."""
+
+
 def _monitor_problem(name: str, device: str):
     """(model, optimizer, loss_fn, batch_of(step)) of a monitored loop: a chapter model on its
-    full batch, or the chapter-9 language model on mini-batches of its generated corpus."""
+    full batch, the chapter-9 language model on mini-batches of its generated corpus, or
+    chapter 11's anchor Transformer (the paper's Figure 7 setting, scaled) on mini-batches of
+    its sequences, drawn as its runs draw them."""
     from utils.training.lm import lm_loss
     from utils.studies.watch import WATCH, watch_problem
 
@@ -466,6 +509,23 @@ def _monitor_problem(name: str, device: str):
         data, model, opt, _ = watch_problem(0)
         model.to(device)
         return model, opt, lm_loss, lambda step: data.batch(WATCH["batch_size"], step, device)
+    if name == "anchor":
+        from utils.studies.sustained import fig7_config
+        from utils.training.losses import loss_for
+        from utils.training.runs import build_model_for, minibatch_indices
+
+        config = fig7_config(device=device)
+        data = build_data(config)
+        model = build_model_for(config, data)
+        opt = torch.optim.Adam(model.parameters(), lr=config.lr,
+                               betas=(config.beta1, config.beta2), eps=config.eps)
+        loss = loss_for(data.info)
+
+        def batch_of(step):
+            idx = minibatch_indices(config, len(data), step)
+            return data.inputs[idx], data.targets[idx]
+
+        return model, opt, lambda m, b: loss(m(b[0]), b[1]), batch_of
     config = chapter_config(MODELS[name], device=device, progress=False)
     data = build_data(config)
     model, _ = build_problem(config)
@@ -526,6 +586,24 @@ def chapter_times():
     return out
 
 
+def per_model(text: str, index: int) -> dict[str, int]:
+    """``"name:n,..."`` as {name: n}; one bare number applies to every model of :data:`MODELS`
+    (``index`` names the MODEL_WINDOWS entry the option overrides, for its error message)."""
+    text = text.strip()
+    if not text:
+        return {}
+    if ":" not in text:
+        return {name: int(text) for name in MODELS}
+    out = {}
+    for item in text.split(","):
+        name, _, n = item.partition(":")
+        if name not in MODELS:
+            option = ("--model-warmup", "--model-tracked")[index]
+            raise SystemExit(f"{option}: unknown model {name!r}; choose from {sorted(MODELS)}")
+        out[name] = int(n)
+    return out
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu")
@@ -537,11 +615,13 @@ def main(argv=None):
     parser.add_argument("--seed-counts", default="1,4,16,64", help="K values, comma-separated")
     parser.add_argument("--tol", type=float, default=1e-3)
     parser.add_argument("--repeats", type=int, default=200, help="timings of each single pass")
-    parser.add_argument("--model-warmup", default="mlp:1200,cnn:400,transformer:400",
-                        help="untimed steps before each chapter model's window")
-    parser.add_argument("--model-tracked", type=int, default=120,
-                        help="tracked steps in each chapter model's window")
-    parser.add_argument("--models", default="mlp,cnn,transformer", help="chapter models to time")
+    parser.add_argument("--model-warmup", default="",
+                        help="untimed steps before a chapter model's window, as name:steps,... "
+                             "(default: MODEL_WINDOWS)")
+    parser.add_argument("--model-tracked", default="",
+                        help="tracked steps in a chapter model's window: one number for every "
+                             "model, or name:steps,... (default: MODEL_WINDOWS)")
+    parser.add_argument("--models", default=",".join(MODELS), help="chapter models to time")
     parser.add_argument("--parallel-seeds", type=int, default=64,
                         help="seeds run on every core for seeds_per_minute_ratio")
     parser.add_argument("--parallel-steps", type=int, default=1000,
@@ -550,8 +630,9 @@ def main(argv=None):
                         help="steps of each loop in the monitor's overhead (section 6; at 200 "
                              "one run gave 1.18 on the language model, three runs at 400 "
                              "gave 1.41-1.56)")
-    parser.add_argument("--monitor-models", default="mlp,cnn,transformer,lm",
-                        help="models of the monitor's overhead ('lm': the chapter-9 model)")
+    parser.add_argument("--monitor-models", default=",".join(MONITOR_MODELS),
+                        help="models of the monitor's overhead ('lm': the chapter-9 model, "
+                             "'anchor': chapter 11's)")
     parser.add_argument("--chapters", action="store_true", help="also time every chapter")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
@@ -566,12 +647,17 @@ def main(argv=None):
     print("  seeds on every core ...", file=sys.stderr)
     per_minute = seeds_per_minute(chapter_config("01_v_decay", device=args.device),
                                   args.parallel_steps, args.parallel_seeds, os.cpu_count())
-    warmups = dict(item.split(":") for item in args.model_warmup.split(","))
+    names = [m for m in args.models.split(",") if m]
+    unknown = sorted(set(names) - set(MODELS))
+    if unknown:
+        parser.error(f"--models: unknown {unknown}; choose from {sorted(MODELS)}")
+    warmups, tracked = per_model(args.model_warmup, 0), per_model(args.model_tracked, 1)
     models = {}
-    for name in [m for m in args.models.split(",") if m]:
+    for name in names:
         print(f"  chapter model {name} ...", file=sys.stderr)
-        models[name] = model_costs(MODELS[name], args.device, int(warmups[name]),
-                                   args.model_tracked, args.tol, args.repeats)
+        models[name] = model_costs(name, args.device, warmups.get(name, MODEL_WINDOWS[name][0]),
+                                   tracked.get(name, MODEL_WINDOWS[name][1]), args.tol,
+                                   args.repeats)
     monitor = {}
     for name in [m for m in args.monitor_models.split(",") if m]:
         print(f"  the monitor on {name} ...", file=sys.stderr)
@@ -583,6 +669,8 @@ def main(argv=None):
         "monitor_overhead": monitor["lm"]["overhead_ratio"] if "lm" in monitor else None,
         "monitor_overhead_finite_difference": (monitor["lm_finite_difference"]["overhead_ratio"]
                                                if "lm" in monitor else None),
+        "monitor_overhead_anchor": (monitor["anchor"]["overhead_ratio"] if "anchor" in monitor
+                                    else None),
         "monitor": monitor,
         "tracking_cost_ratio": cost["ours"]["cost_ratio"],
         "cold_eigsh_cost_ratio": cost["cold_eigsh"]["cost_ratio"],

@@ -19,7 +19,9 @@ def test_benchmark_runs_on_tiny_settings(tmp_path, capsys):
     spec.loader.exec_module(bench)
     out = tmp_path / "results.json"
     bench.main(["--warmup", "20", "--steps", "6", "--cold-steps", "2", "--seed-steps", "3",
-                "--model-warmup", "mlp:5,cnn:2,transformer:2", "--model-tracked", "3",
+                "--models", "mlp,cnn,transformer,fig5_net,anchor",
+                "--model-warmup", "mlp:5,cnn:2,transformer:2,fig5_net:2,anchor:2",
+                "--model-tracked", "mlp:3,cnn:3,transformer:3,fig5_net:2,anchor:1",
                 "--parallel-seeds", "2", "--parallel-steps", "5",
                 "--seed-counts", "1,2", "--repeats", "3", "--monitor-steps", "20",
                 "--out", str(out)])
@@ -28,14 +30,17 @@ def test_benchmark_runs_on_tiny_settings(tmp_path, capsys):
     assert result["hvps_per_step"] < result["cold_eigsh_hvps_per_step"]
     assert set(result["seed_batching"]) == {"1", "2"} and result["seed_batch_ratio_16"] is None
     assert result["seeds_per_minute_ratio"] > 0
-    assert set(result["models"]) == {"mlp", "cnn", "transformer"}
+    assert set(result["models"]) == {"mlp", "cnn", "transformer", "fig5_net", "anchor"}
+    assert result["models"]["anchor"]["n_params"] == 17_801   # chapter 10's 4-layer model
     for name, m in result["models"].items():
         assert set(MODEL_KEYS) <= set(m), name
         assert m["uncertified_steps"] == 0 and m["wrong_side_decisions"] == 0, name
         near, far = m["zone_tol"]
         assert m["zone_max_error_near"] is None or m["zone_max_error_near"] <= near, name
         assert m["zone_max_error_far"] is None or m["zone_max_error_far"] <= far, name
-    assert set(result["monitor"]) == {"mlp", "cnn", "transformer", "lm", "lm_finite_difference"}
+    assert set(result["monitor"]) == {"mlp", "cnn", "transformer", "lm", "anchor",
+                                      "lm_finite_difference"}
+    assert result["monitor_overhead_anchor"] == result["monitor"]["anchor"]["overhead_ratio"]
     # a ratio of two timings: any positive number on a busy machine, so only its form is checked
     overhead = result["monitor"]["lm"]["overhead_ratio"]
     assert result["monitor_overhead"] == overhead and math.isfinite(overhead) and overhead > 0

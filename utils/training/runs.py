@@ -331,13 +331,18 @@ def build_problem(config: RunConfig):
     return model, loss_of_params(model, loss_for(data.info), data.inputs[:m], data.targets[:m])
 
 
+def minibatch_indices(config: RunConfig, n: int, step: int) -> torch.Tensor:
+    """The indices (``config.batch_size``,) into ``n`` samples of step ``step``'s mini-batch,
+    drawn without replacement by a generator seeded with (seed, step), so that a resumed run
+    draws the same batches; on ``config.device``."""
+    gen = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+    return torch.randperm(n, generator=gen)[:config.batch_size].to(config.device)
+
+
 def minibatch(config: RunConfig, model, data, step: int):
     """The loss of ``model``'s θ on step ``step``'s mini-batch (a ``loss_of_params`` function):
-    ``config.batch_size`` samples of ``data``
-    drawn without replacement by a generator seeded with (seed, step), so that a resumed run
-    draws the same batches."""
-    gen = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
-    idx = torch.randperm(len(data), generator=gen)[:config.batch_size].to(config.device)
+    the ``config.batch_size`` samples of ``data`` at :func:`minibatch_indices`."""
+    idx = minibatch_indices(config, len(data), step)
     return loss_of_params(model, loss_for(data.info), data.inputs[idx], data.targets[idx])
 
 
