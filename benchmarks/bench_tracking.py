@@ -368,7 +368,8 @@ def model_costs(name: str, device: str, warmup: int, tracked_steps: int, tol: fl
                           state.preconditioner[None], state.c, threshold=threshold)
         _sync(device)
         timed.append((1e3 * (time.perf_counter() - started), out.lambda_max_pre.item(),
-                      out.hvps, bool(out.converged), float(hessian.loss), out.side_pre[0]))
+                      out.hvps, bool(out.converged), float(hessian.loss), out.side_pre[0],
+                      out.rounds))
 
     plain_ms, (loss_fn, params, opt) = window(ours)
     reference = []
@@ -383,7 +384,7 @@ def model_costs(name: str, device: str, warmup: int, tracked_steps: int, tol: fl
     window(cold)
     if [r[1] for r in reference] != [t[4] for t in timed]:
         raise RuntimeError(f"{chapter}: the replay left the timed trajectory")
-    ms, values, hvps, certified, _, sides = zip(*timed)
+    ms, values, hvps, certified, _, sides, rounds = zip(*timed)
     errors = [abs(v - r[0]) / abs(r[0]) for v, r in zip(values, reference)]
     near = [abs(r[0] - threshold) <= engine.zone * threshold for r in reference]
     plain = statistics.median(plain_ms)
@@ -396,6 +397,8 @@ def model_costs(name: str, device: str, warmup: int, tracked_steps: int, tol: fl
             "track_every": every,
             "warmup_steps": warmup, "tracked_steps": len(ms),
             "hvps_per_tracked_step": float(np.mean(hvps)),
+            "rounds_per_tracked_step": float(np.mean(rounds)),
+            "decided_in_first_round": float(np.mean([r == 1 for r in rounds])),
             "max_rel_error_lambda_max": max(errors),
             "uncertified_steps": int(sum(not c for c in certified)),
             "threshold": threshold,
@@ -538,7 +541,10 @@ def monitor_overhead(name: str, device: str, steps: int, every: int = 10, chunk:
                      hvp: str = "auto"):
     """Wall time of ``steps`` steps of a loop with the monitor at ``every`` over the same loop
     without it (two copies of the same model trained side by side, interleaved in chunks), and
-    the monitor's own account of its cost."""
+    the monitor's own account of its cost: ``monitor_own_ratio``, the monitored loop's time over
+    that time less the monitor's own seconds (:meth:`~utils.monitor.SpikeMonitor.report`), and
+    ``loop_slowdown``, the monitored loop's time outside the monitor over the plain loop's time
+    (above 1 where the loop itself runs slower beside the monitor)."""
     from utils.monitor import SpikeMonitor
 
     def loop(monitored: bool):
@@ -564,9 +570,14 @@ def monitor_overhead(name: str, device: str, steps: int, every: int = 10, chunk:
     plain = sum(t for t, _ in records["plain"])
     monitored = sum(t for t, _ in records["monitored"])
     report = records["monitored"][-1][1].report()
+    # report() counts the wall time since the first observe(), which here includes the plain
+    # loop's interleaved chunks; its monitor_seconds against the monitored loop's own time is
+    # what report() says of a loop that runs alone
+    own = monitored / (monitored - report["monitor_seconds"])
     return {"every": every, "steps": steps, "plain_ms_per_step": 1e3 * plain / steps,
             "monitored_ms_per_step": 1e3 * monitored / steps,
-            "overhead_ratio": monitored / plain, "monitor_own_ratio": report["overhead_ratio"],
+            "overhead_ratio": monitored / plain, "monitor_own_ratio": own,
+            "loop_slowdown": (monitored - report["monitor_seconds"]) / plain,
             "hvp": report["hvp"]}
 
 

@@ -167,6 +167,9 @@ def test_secant_curvature_is_lambda_grad_on_a_quadratic():
     u = other / d.sqrt()
     rayleigh = c * float(u @ (d.sqrt()[:, None] * a * d.sqrt()[None, :]) @ u) / float(u @ u)
     assert secant_curvature(a @ other, other, d, c) == pytest.approx(rayleigh, rel=1e-12)
+    # given D⁻¹ instead of D (the monitor's form), the same value
+    assert secant_curvature(a @ other, other, 1 / d, c, inverse=True) == pytest.approx(
+        rayleigh, rel=1e-12)
 
 
 @pytest.mark.parametrize("scale", [0.05, 1.0, 30.0])

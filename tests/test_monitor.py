@@ -239,3 +239,43 @@ def test_a_model_without_trainable_parameters_and_a_vector_loss_are_refused():
     loss_fn(model, batch).backward()
     with pytest.raises(ValueError, match="loss_fn must return a scalar tensor"):
         monitor.observe(batch)
+
+
+def test_the_g2_over_v_summaries_of_a_large_model_come_from_a_fixed_sample(monkeypatch):
+    """Above STATS_SAMPLE coordinates the summaries are exact on a sample drawn once (the same
+    coordinates at every measured step), and the sample's median lies near the whole model's;
+    at or below it they are the whole model's."""
+    import utils.monitor
+    from utils.curvature.adam_state import g2_over_v_statistics
+
+    model, batch = mlp_problem()
+    n = sum(p.numel() for p in model.parameters())          # 81
+    monkeypatch.setattr(utils.monitor, "STATS_SAMPLE", 40)
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    monitor = SpikeMonitor(model, opt, loss_fn, every=2, dtype=torch.float64)
+    seen = []
+
+    def check(row, before):
+        if row["step"] % 2 == 0:
+            g, v_prev = monitor._flat_grad(), monitor._state(key=None)[0]
+            # the state now holds this step's v: undo the update to get v_{t-1}
+            beta2 = opt.param_groups[0]["betas"][1]
+            v_prev = (v_prev - (1 - beta2) * g * g) / beta2
+            idx = monitor._sample
+            seen.append(idx.clone())
+            want = g2_over_v_statistics(g[idx], v_prev[idx])
+            assert row["g2_over_v_median"] == pytest.approx(want["g2_over_v_median"], rel=1e-9)
+            whole = g2_over_v_statistics(g, v_prev)
+            rank = float((g * g / v_prev < row["g2_over_v_median"]).double().mean())
+            assert 0.25 < rank < 0.75, (rank, whole)
+
+    train(model, opt, monitor, batch, 6, check=check)
+    assert len(seen) == 3 and all(torch.equal(s, seen[0]) for s in seen)
+    assert len(seen[0]) == 40 and len(set(seen[0].tolist())) == 40 and int(seen[0].max()) < n
+    # at STATS_SAMPLE = n, every coordinate: no sample is drawn
+    monkeypatch.setattr(utils.monitor, "STATS_SAMPLE", n)
+    model, batch = mlp_problem()
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    whole = SpikeMonitor(model, opt, loss_fn, every=2, dtype=torch.float64)
+    train(model, opt, whole, batch, 4)
+    assert whole._sample is None and math.isfinite(whole.rows[-1]["g2_over_v_median"])

@@ -30,6 +30,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from utils.validation import check_number
 
@@ -124,7 +125,7 @@ def stableadamw_rms(grads, v, eps: float = 1e-6) -> float:
                for g, vv in zip(grads, v))
 
 
-def secant_curvature(dg, dtheta, d, c: float) -> float:
+def secant_curvature(dg, dtheta, d, c: float, *, inverse: bool = False) -> float:
     """A free estimate of λ_grad(Ĥ) from the last update, with no Hessian-vector product:
 
         c · (g_t − g_{t−1})ᵀ Δθ / (Δθᵀ D⁻¹ Δθ),    Δθ = θ_t − θ_{t−1},
@@ -133,10 +134,12 @@ def secant_curvature(dg, dtheta, d, c: float) -> float:
     for H Δθ (exact on a quadratic with a fixed batch). When the update is a preconditioned
     gradient step, Δθ ∝ D g, this is form (B) of λ_grad(Ĥ), c (Dg)ᵀH(Dg)/(gᵀDg); with momentum,
     it is the curvature along the direction actually taken. ``dg``, ``dtheta``, ``d``: flat
-    tensors (n,), D the preconditioner of the last update; ``c`` = c_t."""
+    tensors (n,), D the preconditioner of the last update (``inverse``: ``d`` holds D⁻¹,
+    which saves a division); ``c`` = c_t."""
     dtheta = dtheta.reshape(-1)
-    denom = float((dtheta * dtheta / d.reshape(-1)).sum())
-    return c * float((dg.reshape(-1) * dtheta).sum()) / denom if denom > 0 else math.nan
+    weighted = dtheta * d.reshape(-1) if inverse else dtheta / d.reshape(-1)
+    denom = float(torch.dot(weighted, dtheta))
+    return c * float(torch.dot(dg.reshape(-1), dtheta)) / denom if denom > 0 else math.nan
 
 
 def critical_step(loss_along, lr: float, max_evals: int = 10) -> tuple[float, int]:
