@@ -7,19 +7,22 @@
    every method follows the same trajectory. Every tracked λ_max(Ĥ) is compared with a dense
    eigendecomposition of the same step's Ĥ (computed outside the timers).
 2. K seeds batched into one run (``utils.training.seeds``) against one seed, K = 1, 4, 16, 64.
-3. Every chapter model (chapters 1, 3 and 4) at its chapter settings: a window of tracked
-   training at the chapter's tracking interval, with the engine's products per tracked step,
-   its uncertified steps, its largest error against a cold tight ``eigsh`` at every tracked step
-   (in an untimed replay of the same trajectory), and the wall time of a tracked step over a
-   plain Adam step and over its floor (the passes a tracked step cannot do without).
+3. Every chapter model (:data:`MODELS`) at its chapter settings: a window of tracked training at
+   the chapter's tracking interval, the engine deciding the side of 2/η at each tracked step,
+   with its products and rounds per tracked step, its uncertified steps, its wrong-side
+   decisions and its largest errors (within ±10 % of 2/η and elsewhere) against a cold tight
+   ``eigsh`` at every tracked step (in an untimed replay of the same trajectory), and the wall
+   time of a tracked step over a plain Adam step and over its floor (the passes a tracked step
+   cannot do without).
 4. Seeds per minute on every core (worker processes of a Dask ``LocalCluster``, seeds batched
    in each) over one unbatched single-seed process.
 5. The wall time of each chapter's default papermill run (``--chapters``).
 6. The spike monitor (``utils.monitor``) at ``every=10``: a plain training loop against the same
    loop with the monitor attached, side by side in interleaved chunks, on the chapter models
-   (full batch) and on the chapter-9 language model (mini-batches); ``monitor_overhead`` is the
-   ratio of their wall times on the language model (``monitor_overhead_finite_difference``: the
-   same with finite-difference products).
+   (full batch), on the chapter-9 language model and on chapter 11's 8-layer anchor-function
+   Transformer (mini-batches); ``monitor_overhead`` is the ratio of their wall times on the
+   language model, ``monitor_overhead_anchor`` on the anchor Transformer (``..._finite_difference``:
+   the same with finite-difference products).
 
 Timings are medians of per-step times, with ``torch.set_num_threads`` fixed; ratios, not
 seconds, are what transfers between machines. Results: ``_build/bench/results.json``.
@@ -673,15 +676,19 @@ def main(argv=None):
     for name in [m for m in args.monitor_models.split(",") if m]:
         print(f"  the monitor on {name} ...", file=sys.stderr)
         monitor[name] = monitor_overhead(name, args.device, args.monitor_steps)
-    if "lm" in monitor:   # the product that fits everywhere, on the same model
-        monitor["lm_finite_difference"] = monitor_overhead("lm", args.device, args.monitor_steps,
-                                                           hvp="finite_difference")
+    for name in [m for m in ("lm", "anchor") if m in monitor]:
+        # the product that fits everywhere, on the same models
+        monitor[f"{name}_finite_difference"] = monitor_overhead(
+            name, args.device, args.monitor_steps, hvp="finite_difference")
     results = {
         "monitor_overhead": monitor["lm"]["overhead_ratio"] if "lm" in monitor else None,
         "monitor_overhead_finite_difference": (monitor["lm_finite_difference"]["overhead_ratio"]
                                                if "lm" in monitor else None),
         "monitor_overhead_anchor": (monitor["anchor"]["overhead_ratio"] if "anchor" in monitor
                                     else None),
+        "monitor_overhead_anchor_finite_difference": (
+            monitor["anchor_finite_difference"]["overhead_ratio"] if "anchor" in monitor
+            else None),
         "monitor": monitor,
         "tracking_cost_ratio": cost["ours"]["cost_ratio"],
         "cold_eigsh_cost_ratio": cost["cold_eigsh"]["cost_ratio"],

@@ -39,7 +39,7 @@ def test_benchmark_runs_on_tiny_settings(tmp_path, capsys):
         assert m["zone_max_error_near"] is None or m["zone_max_error_near"] <= near, name
         assert m["zone_max_error_far"] is None or m["zone_max_error_far"] <= far, name
     assert set(result["monitor"]) == {"mlp", "cnn", "transformer", "lm", "anchor",
-                                      "lm_finite_difference"}
+                                      "lm_finite_difference", "anchor_finite_difference"}
     assert result["monitor_overhead_anchor"] == result["monitor"]["anchor"]["overhead_ratio"]
     # a ratio of two timings: any positive number on a busy machine, so only its form is checked
     overhead = result["monitor"]["lm"]["overhead_ratio"]
