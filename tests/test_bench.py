@@ -10,6 +10,8 @@ KEYS = ("tracking_cost_ratio", "cold_eigsh_cost_ratio", "hvps_per_step",
         "cold_eigsh_hvps_per_step", "max_rel_error_lambda_max", "seed_batch_ratio_16")
 MODEL_KEYS = ("hvps_per_tracked_step", "max_rel_error_lambda_max", "uncertified_steps",
               "tracked_over_plain", "tracked_over_floor")
+DECISION_KEYS = ("wrong_side_decisions", "zone_max_error_near", "zone_max_error_far",
+                 "zone_steps_near", "certificates", "rounds_per_tracked_step")
 
 
 def test_benchmark_runs_on_tiny_settings(tmp_path, capsys):
@@ -53,6 +55,11 @@ def test_committed_result_holds_the_required_numbers():
         assert isinstance(result[key], float) and math.isfinite(result[key]), key
     assert {"cpu", "torch_threads", "torch", "device"} <= set(result["machine"])
     assert isinstance(result["seeds_per_minute_ratio"], float)
-    assert set(result["models"]) == {"mlp", "cnn", "transformer"}
+    # every chapter model, with the side-of-2/η decision's figures (issue 27)
+    assert set(result["models"]) == {"mlp", "cnn", "transformer", "fig5_net", "fig6_cnn",
+                                     "anchor"}
     for name, m in result["models"].items():
-        assert set(MODEL_KEYS) <= set(m), name
+        assert set(MODEL_KEYS + DECISION_KEYS) <= set(m), name
+        assert m["uncertified_steps"] == 0 and m["wrong_side_decisions"] == 0, name
+    for key in ("monitor_overhead", "monitor_overhead_anchor"):
+        assert isinstance(result[key], float) and result[key] > 0, key
