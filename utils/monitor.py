@@ -229,14 +229,18 @@ class SpikeMonitor:
         if key is None:
             return flatten(tensors).to(self.dtype)
         parts = [t.detach().reshape(-1) for t in tensors]
-        n = sum(p.numel() for p in parts)
-        buf = self._buffers.get(key)
-        if buf is None or buf.numel() != n or buf.device != parts[0].device:
-            buf = self._buffers[key] = torch.empty(n, dtype=self.dtype, device=parts[0].device)
+        buf = self._buffer(key, sum(p.numel() for p in parts), parts[0].device)
         if all(p.dtype == self.dtype for p in parts):
             torch.cat(parts, out=buf)
         else:
             buf.copy_(torch.cat(parts))
+        return buf
+
+    def _buffer(self, key: str, n: int, device) -> torch.Tensor:
+        """The reused flat ``self.dtype`` buffer ``key`` of ``n`` entries on ``device``."""
+        buf = self._buffers.get(key)
+        if buf is None or buf.numel() != n or buf.device != device:
+            buf = self._buffers[key] = torch.empty(n, dtype=self.dtype, device=device)
         return buf
 
     def _hyper(self) -> tuple[float, float, float]:
@@ -282,19 +286,20 @@ class SpikeMonitor:
                         for s, p in zip(states, self.params)], key)
         return v, t
 
-    def _inverse_d(self, v: torch.Tensor, t: int, out=None) -> tuple[torch.Tensor, float]:
-        """(D_t⁻¹ = sqrt(v_t/(1 − β2^t)) + ε, with each coordinate's η folded in as in
-        :meth:`_lr_scale`, and c_t) of the update taken at step t, in three passes over v
-        (into ``out`` if given)."""
+    def _inverse_d(self, v: torch.Tensor, t: int, out=None,
+                   scaled: bool = True) -> tuple[torch.Tensor, float]:
+        """(D_t⁻¹ = sqrt(v_t/(1 − β2^t)) + ε, and c_t) from v_t (flat) at step t, in three
+        passes over v (into ``out`` if given); ``scaled``: with each coordinate's η folded in
+        as in :meth:`_lr_scale`."""
         beta1, beta2, eps = self._hyper()
         d_inv = torch.mul(v, 1.0 / (1 - beta2 ** t), out=out).sqrt_().add_(eps)
-        scale = self._lr_scale()
+        scale = self._lr_scale() if scaled else None
         return (d_inv if scale is None else d_inv.div_(scale)), momentum_factor(beta1, t)
 
     def _d_and_c(self, v: torch.Tensor, t: int) -> tuple[torch.Tensor, float]:
         """(D_t, c_t) from v_t (flat) at step t: D_t = 1/(sqrt(v_t/(1 − β2^t)) + ε)."""
-        beta1, beta2, eps = self._hyper()
-        return 1.0 / ((v / (1 - beta2 ** t)).sqrt() + eps), momentum_factor(beta1, t)
+        d_inv, c = self._inverse_d(v, t, scaled=False)
+        return d_inv.reciprocal_(), c
 
     # --------------------------------------------------------------------------- steps
 
@@ -321,7 +326,7 @@ class SpikeMonitor:
             state = self._state()
         if state is not None and state[1] > 0:
             g_prev, theta_prev = self._prev
-            work = [self._buffers.setdefault(k, torch.empty_like(g)) for k in ("w0", "w1", "w2")]
+            work = [self._buffer(k, len(g), g.device) for k in ("w0", "w1", "w2")]
             d_inv, c_prev = self._inverse_d(*state, out=work[0])
             row["secant"] = secant_curvature(torch.sub(g, g_prev, out=work[1]),
                                              torch.sub(theta, theta_prev, out=work[2]), d_inv,
