@@ -72,14 +72,18 @@ except ImportError:  # pragma: no cover - the benchmark then says it was not mea
 
 MODELS = {"mlp": "01_v_decay", "cnn": CNN_DIGITS, "transformer": TRANSFORMER,
           "fig5_net": "02_lambda_max_crossing", "fig6_cnn": "03_gradient_alignment",
-          "anchor": "10_spike_types"}
+          "fig4_net": "04_spike_onset", "anchor": "10_spike_types"}
 """The chapter models of ``models`` in results.json, by the chapter whose settings they take:
 chapter 1's MLP, the frozen small CNN and one-layer Transformer of chapters 5-8, and the
 paper-setting models: chapter 2's network of width 1,000 (the paper's Figure 5), chapter 3's
-CNN of 512k parameters (Figure 6) and chapter 10's 4-layer anchor-function Transformer
-(Figure D1; see :func:`model_config`)."""
+CNN of 512k parameters (Figure 6), chapter 4's tanh network (Figure 4) and chapter 10's 4-layer
+anchor-function Transformer (Figure D1; see :func:`model_config`). The chapters not here track
+no λ_max(Ĥ) with the engine: chapter 0's quadratic is solved densely, chapter 9's language
+model and chapter 11's 8-layer Transformer measure λ_grad(Ĥ) only (their cost is the
+monitor's, section 6)."""
 MODEL_WINDOWS = {"mlp": (1200, 120), "cnn": (400, 120), "transformer": (400, 120),
-                 "fig5_net": (150, 120), "fig6_cnn": (200, 24), "anchor": (300, 24)}
+                 "fig5_net": (150, 120), "fig6_cnn": (200, 24), "fig4_net": (200, 120),
+                 "anchor": (300, 24)}
 """Per chapter model, (untimed warm-up steps, tracked steps of the window): the dearer models
 (a cold ``eigsh`` of the 512k-parameter CNN or of the anchor Transformer takes 6-8 s here)
 get fewer tracked steps."""
