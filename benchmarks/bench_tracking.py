@@ -348,22 +348,24 @@ def model_costs(name: str, device: str, warmup: int, tracked_steps: int, tol: fl
         for _ in range(warmup):
             plain_step(loss_fn, params, opt)
         plain_ms = []
-        for step in range(warmup + 1, warmup + tracked_steps * every + 1):
+
+        def timed_plain_step():
             _sync(device)
-            a = time.perf_counter()
-            if step % every:
-                plain_step(loss_fn, params, opt)
-                _sync(device)
-                plain_ms.append(1e3 * (time.perf_counter() - a))
-            else:
-                hessian, state = hessian_step(loss_fn, params, opt)
-                measure(step, hessian, state, a)
-        for _ in range(0 if plain_ms else tracked_steps):   # tracked every step: time plain
-            _sync(device)                                    # steps after the window
             a = time.perf_counter()
             plain_step(loss_fn, params, opt)
             _sync(device)
             plain_ms.append(1e3 * (time.perf_counter() - a))
+
+        for step in range(warmup + 1, warmup + tracked_steps * every + 1):
+            if step % every:
+                timed_plain_step()
+            else:
+                _sync(device)
+                a = time.perf_counter()
+                hessian, state = hessian_step(loss_fn, params, opt)
+                measure(step, hessian, state, a)
+        for _ in range(0 if plain_ms else tracked_steps):   # tracked every step: time plain
+            timed_plain_step()                               # steps after the window
         return plain_ms, (loss_fn, params, opt)
 
     engine = TrackingEngine(tol=tol)
@@ -604,9 +606,9 @@ def chapter_times():
     return out
 
 
-def per_model(text: str, index: int) -> dict[str, int]:
-    """``"name:n,..."`` as {name: n}; one bare number applies to every model of :data:`MODELS`
-    (``index`` names the MODEL_WINDOWS entry the option overrides, for its error message)."""
+def per_model(text: str, option: str) -> dict[str, int]:
+    """``"name:n,..."`` (the value of ``option``) as {name: n}; one bare number applies to every
+    model of :data:`MODELS`."""
     text = text.strip()
     if not text:
         return {}
@@ -616,7 +618,6 @@ def per_model(text: str, index: int) -> dict[str, int]:
     for item in text.split(","):
         name, _, n = item.partition(":")
         if name not in MODELS:
-            option = ("--model-warmup", "--model-tracked")[index]
             raise SystemExit(f"{option}: unknown model {name!r}; choose from {sorted(MODELS)}")
         out[name] = int(n)
     return out
@@ -669,7 +670,8 @@ def main(argv=None):
     unknown = sorted(set(names) - set(MODELS))
     if unknown:
         parser.error(f"--models: unknown {unknown}; choose from {sorted(MODELS)}")
-    warmups, tracked = per_model(args.model_warmup, 0), per_model(args.model_tracked, 1)
+    warmups = per_model(args.model_warmup, "--model-warmup")
+    tracked = per_model(args.model_tracked, "--model-tracked")
     models = {}
     for name in names:
         print(f"  chapter model {name} ...", file=sys.stderr)
