@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 from utils.studies.ensemble import (ENSEMBLE_SHARE, JUDGED, bootstrap_ci, ensemble_verdicts,
-                                    glue_checked, glue_illustration, sensitivity_table)
+                                    glue_checked, glue_illustration, outside_seed_intervals,
+                                    prediction_interval, sensitivity_table)
 from utils.studies.verdicts import Verdict, report_verdicts
 
 
@@ -102,3 +103,42 @@ def test_report_verdicts_enforces_what_the_chapter_states():
     with pytest.raises(AssertionError, match="names no verdict"):
         report_verdicts(verdicts, strict=True, not_reproduced=("b", "typo"))
     report_verdicts(verdicts, strict=False)
+
+
+def test_a_new_normal_draw_misses_the_prediction_interval_at_its_stated_rate():
+    """For 8 seeds and a new run of the same normal process, the interval at 1e-3 is missed
+    about once in a thousand (20,000 trials: 20 expected; fewer than 45 with probability
+    > 0.9999), where the range of the 8 seeds is missed about 2 times in 9."""
+    rng = np.random.default_rng(0)
+    draws = rng.normal(size=(20_000, 9))
+    missed_interval = missed_range = 0
+    for row in draws:
+        lo, hi = prediction_interval(row[:8], 1e-3, log=False)
+        missed_interval += not lo <= row[8] <= hi
+        missed_range += not row[:8].min() <= row[8] <= row[:8].max()
+    assert 5 <= missed_interval <= 45
+    assert abs(missed_range / len(draws) - 2 / 9) < 0.02
+
+
+def test_a_shifted_value_is_outside_and_the_names_share_the_false_failure_rate():
+    seeds = np.exp(np.random.default_rng(1).normal(np.log(0.36), 0.22, 8))
+    lo, hi = prediction_interval(seeds, 1e-3)
+    assert lo < 0.36 < hi and hi < 2.0
+    assert outside_seed_intervals({"a": 0.36, "b": 0.4}, {"a": seeds, "b": seeds}) == {}
+    outside = outside_seed_intervals({"a": 0.36, "b": 2.4}, {"a": seeds, "b": seeds})
+    assert list(outside) == ["b"] and outside["b"][0] == 2.4
+    split = prediction_interval(seeds, 5e-4)     # two names: each at half the rate
+    assert outside_seed_intervals({"a": split[1] * 0.999, "b": 0.4},
+                                  {"a": seeds, "b": seeds}) == {}
+    assert split[1] > hi
+
+
+@pytest.mark.parametrize("seeds, kwargs, name", [
+    ([1.0, 2.0], {}, "at least 3"), ([1.0, -2.0, 3.0], {}, "positive"),
+    ([1.0, 2.0, 3.0], {"false_failure": 0.0}, "false_failure"),
+    ([1.0, 2.0, 3.0], {"false_failure": 0.5}, "false_failure")])
+def test_bad_seeds_or_rates_are_refused_by_name(seeds, kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        prediction_interval(seeds, **kwargs)
+    with pytest.raises(ValueError, match="same quantities"):
+        outside_seed_intervals({"a": 1.0}, {"b": [1.0, 2.0, 3.0]})

@@ -1,5 +1,7 @@
 """The stored sweeps on any machine: their deterministic parts exactly, the first steps of their
 runs within a tolerance (utils.book.prefixes), also under the "another machine" switch."""
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -7,7 +9,7 @@ import torch
 
 from utils.training.models import PERTURB_ENV
 from utils.book.prefixes import (PREFIX_FILE, compared_rows, compute_prefix, prefix_targets,
-                                 tolerance)
+                                 run_prefix, tolerance, watch_prefix)
 from utils.book.sweeps import PROVENANCE_COLUMNS, SWEEPS, config_json, config_key, load_sweep
 
 PUBLIC = sorted(name for name, sweep in SWEEPS.items() if sweep.public)
@@ -60,6 +62,21 @@ def test_the_tolerance_covers_another_machine(stored_prefixes, target, monkeypat
     monkeypatch.setenv(PERTURB_ENV, "1e-12")
     recomputed = compute_prefix(*target)
     assert_prefix_matches(stored_target(stored_prefixes, target), recomputed, target[0])
+
+
+@pytest.mark.parametrize("target", [("04_spike_onset", 0, 0), ("watch", 0, 0)],
+                         ids=lambda t: t[0])
+def test_another_beta2_fails_the_first_steps(stored_prefixes, target):
+    """The comparison fails on a recompute that is really wrong: the same run at β2 = 0.9
+    instead of 0.999 leaves the tolerance within the first steps."""
+    sweep, index, seed = target
+    if sweep == "watch":
+        wrong = watch_prefix(seed, beta2=0.9)
+    else:
+        wrong = run_prefix(dataclasses.replace(SWEEPS[sweep].configs[index], seed=seed,
+                                               beta2=0.9))
+    with pytest.raises(AssertionError):
+        assert_prefix_matches(stored_target(stored_prefixes, target), wrong, sweep)
 
 
 def test_the_stored_prefixes_name_their_configs_and_provenance(stored_prefixes):

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from utils.studies import watch
+from utils.studies.ensemble import outside_seed_intervals
 from utils.studies.scoring import JUDGED_HORIZON
 from utils.studies.watch import (WATCH, WATCH_FACTOR, WATCH_SEEDS, WATCH_SIGNALS, check_watch,
                                  read_tensorboard, score_watch, train_watched, watch_alarms,
@@ -191,22 +192,50 @@ def test_the_chapter_defaults_are_the_stored_settings():
     assert defaults["seed"] in WATCH_SEEDS and defaults["hvp"] == "auto"
 
 
-def test_a_run_here_lands_among_the_stored_seeds():
-    """Seed 0 trained again up to RECOMPUTE_STEP with the monitor on its own batches: its
-    training and evaluation losses and λ_grad(Ĥ) there lie within the range of the 8 stored
-    seeds. The first steps are compared to the stored ones within a tolerance by
-    tests/test_stored_prefixes.py (chapter 9's prefix); 200 steps of mini-batch training carry
-    another CPU's rounding much further (seed 0's loss at step 200: 0.393 stored on an Intel
-    Xeon, 0.418 recomputed on an AMD EPYC), so step 200 is judged against the ensemble."""
+RECOMPUTED = {"loss": "loss_at_recompute", "eval_loss": "eval_loss_at_recompute"}
+"""The step-200 numbers a recompute is judged on, and the stored columns of the same quantity."""
+
+
+def recompute_at_step_200(**settings) -> dict:
+    """Seed 0 trained here up to RECOMPUTE_STEP under ``settings`` (chapter 9's otherwise), the
+    monitor on the step's own batches: its training and evaluation losses at that step."""
+    torch.set_num_threads(2)
+    run = train_watched(0, progress=False, steps=watch.RECOMPUTE_STEP, **settings)
+    row = run.tables["batch"].set_index("step").loc[watch.RECOMPUTE_STEP]
+    return {name: float(row[name]) for name in RECOMPUTED}
+
+
+@pytest.fixture(scope="module")
+def stored_at_step_200():
     from utils.book.sweeps import load_sweep
 
     stored = load_sweep("watch").groupby("seed").first()
-    torch.set_num_threads(2)
-    run = train_watched(0, progress=False, steps=watch.RECOMPUTE_STEP)
-    t = run.tables["batch"].set_index("step").loc[watch.RECOMPUTE_STEP]
-    for here, column in (("loss", "loss_at_recompute"), ("eval_loss", "eval_loss_at_recompute"),
-                         ("lambda_grad_pre_a", "lambda_grad_at_recompute")):
-        assert stored[column].min() <= t[here] <= stored[column].max(), (here, t[here])
+    return {name: stored[column].to_numpy() for name, column in RECOMPUTED.items()}
+
+
+def test_a_run_here_lies_within_the_stored_seeds_prediction_interval(stored_at_step_200):
+    """Seed 0 trained again to step 200 is another sample of the stored seeds' process: its
+    training and evaluation losses there lie within the 8 stored seeds' prediction interval
+    (log-normal across seeds, Student's t; utils.studies.ensemble.prediction_interval), which a
+    correct recompute misses with probability at most RECOMPUTE_FALSE_FAILURE = 1e-3 for both
+    together. The stored logs pass a Shapiro-Wilk test (p = 0.95 and 0.58); the intervals are
+    about [0.09, 1.42] and [0.09, 1.53], against stored values 0.26-0.52. The range of the 8
+    seeds, checked here before, was missed with probability 2/9 per quantity (seed 0's
+    evaluation loss: 0.531 on one AMD EPYC against a stored maximum of 0.515).
+
+    λ_grad(Ĥ) at step 200 is left out: it varies 43-fold over the stored seeds and takes either
+    sign on other CPUs, so no interval at 1e-3 would say anything. It is compared, with the
+    losses, over the first 30 steps within a tolerance (tests/test_stored_prefixes.py,
+    chapter 9's prefix), where another β2 fails (test_another_beta2_fails_the_first_steps)."""
+    outside = outside_seed_intervals(recompute_at_step_200(), stored_at_step_200)
+    assert not outside, outside
+
+
+def test_a_wrong_recompute_falls_outside_the_prediction_interval(stored_at_step_200):
+    """The check above fails on a recompute that is really wrong: three times chapter 9's η
+    (its loss at step 200 measured at 2.37, above the interval's 1.42)."""
+    wrong = recompute_at_step_200(lr=3 * WATCH["lr"])
+    assert set(outside_seed_intervals(wrong, stored_at_step_200)) == {"loss", "eval_loss"}
 
 
 def test_cached_seeds_are_recomputed_when_a_source_changes(tmp_path, monkeypatch):

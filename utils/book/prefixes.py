@@ -60,13 +60,15 @@ def run_prefix(config) -> pd.DataFrame:
     return _long(metrics, [q for q in QUANTITIES if q in metrics])
 
 
-def watch_prefix(seed: int) -> pd.DataFrame:
-    """Chapter 9's run of ``seed`` for :data:`PREFIX_STEPS` steps with both monitors: the loss
-    of every step and λ_grad(Ĥ) on the step's own batch (``lambda_grad_pre``) and on the fixed
+def watch_prefix(seed: int, **settings) -> pd.DataFrame:
+    """Chapter 9's run of ``seed`` for :data:`PREFIX_STEPS` steps with both monitors (under
+    ``settings``, chapter 9's :data:`~utils.studies.watch.WATCH` otherwise): the loss of every
+    step and λ_grad(Ĥ) on the step's own batch (``lambda_grad_pre``) and on the fixed
     evaluation batch (``lambda_grad_pre_eval``), in the long form of :func:`run_prefix`."""
     from utils.studies.watch import train_watched
 
-    result = train_watched(seed, progress=False, steps=PREFIX_STEPS, measure_on=("batch", "eval"))
+    result = train_watched(seed, progress=False, steps=PREFIX_STEPS, measure_on=("batch", "eval"),
+                           **settings)
     batch, evaluation = result.tables["batch"], result.tables["eval"]
     table = batch[["step", "loss", "lambda_grad_pre"]].merge(
         evaluation[["step", "lambda_grad_pre"]].rename(

@@ -15,12 +15,14 @@ from dataclasses import replace
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from utils.studies.claims import v_decay_verdicts
 from utils.curvature.tracker import uncertified_steps
 from utils.training.runs import find_events
 from utils.events.spikes import CROSSING_HYSTERESIS, HYSTERESES, SPIKE_FACTOR, SPIKE_FACTORS
 from utils.studies.verdicts import Verdict
+from utils.validation import check_number
 
 ENSEMBLE_SHARE = 0.75
 """Stated before the sweeps ran: a claim holds for the ensemble when its verdict holds in at
@@ -200,6 +202,49 @@ def glue_ensemble(verdicts: list[Verdict], pooled: pd.DataFrame | None = None) -
         glue(f"ens_{quantity}_lo", r3(row["ci95_low"]), display=False)
         glue(f"ens_{quantity}_hi", r3(row["ci95_high"]), display=False)
         glue(f"ens_{quantity}_seeds", int(row["seeds"]), display=False)
+
+
+RECOMPUTE_FALSE_FAILURE = 1e-3
+"""The largest probability, stated before any check ran, that a correct recompute on another
+machine fails a check against the stored seeds (all of a check's quantities together)."""
+
+
+def prediction_interval(seeds, false_failure: float = RECOMPUTE_FALSE_FAILURE,
+                        log: bool = True) -> tuple[float, float]:
+    """The two-sided prediction interval for one more run of the process that gave ``seeds``
+    (1-D, at least 3 finite values; positive where ``log``), missed by a new run with
+    probability ``false_failure`` (in (0, 0.5)): mean ± t · s · sqrt(1 + 1/n), with Student's t
+    at n − 1 degrees of freedom, on the logarithms where ``log``. It assumes the values (or
+    their logarithms) are normal across seeds. A range of n exchangeable seeds is missed with
+    probability 2/(n + 1) instead (2/9 for 8 seeds), whatever the distribution."""
+    check_number("false_failure", false_failure, low=0, high=0.5, low_open=True, high_open=True)
+    x = np.asarray(seeds, dtype=float)
+    x = x[np.isfinite(x)]
+    if len(x) < 3:
+        raise ValueError(f"seeds must hold at least 3 finite values, got {len(x)}")
+    if log and (x <= 0).any():
+        raise ValueError("seeds must be positive on a log scale (log=True)")
+    y = np.log(x) if log else x
+    half = (stats.t.ppf(1 - false_failure / 2, len(y) - 1) * y.std(ddof=1)
+            * math.sqrt(1 + 1 / len(y)))
+    lo, hi = y.mean() - half, y.mean() + half
+    return (math.exp(lo), math.exp(hi)) if log else (lo, hi)
+
+
+def outside_seed_intervals(values: dict, seeds: dict,
+                           false_failure: float = RECOMPUTE_FALSE_FAILURE,
+                           log: bool = True) -> dict:
+    """Of ``values`` (name -> a recomputed number), those outside the prediction interval of
+    their stored ``seeds`` (name -> the seeds' values), as name -> (value, (low, high)); empty
+    when every value lies inside. The ``false_failure`` is split evenly between the names
+    (Bonferroni), so a correct recompute fails any of them with at most that probability."""
+    if set(values) != set(seeds):
+        raise ValueError(f"values and seeds must name the same quantities, got "
+                         f"{sorted(values)} and {sorted(seeds)}")
+    share = false_failure / len(values)
+    intervals = {k: prediction_interval(seeds[k], share, log) for k in values}
+    return {k: (float(values[k]), intervals[k]) for k in values
+            if not intervals[k][0] <= values[k] <= intervals[k][1]}
 
 
 def glue_illustration(values: dict, stored: pd.DataFrame | None,
