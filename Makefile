@@ -125,6 +125,7 @@ sweeps: setup
 	$(PY) -m utils.book.sweeps all
 	$(PY) -m utils.book.watch_sweep
 	$(PY) -m utils.book.prefixes
+	$(PY) -m utils.book.mechanism
 
 # NAME=watch is chapter 9's table (utils.book.watch_sweep: its seeds run one after another, each timing
 # the monitor); every other name is a registered sweep of utils.book.sweeps.

@@ -23,7 +23,7 @@ from utils.events.stages import spike_stages
 from utils.training.runs import RunConfig, display_path, run
 
 MECHANISM_LR = 0.01
-MECHANISM_STEPS = 4400
+MECHANISM_STEPS = 5000
 """Steps of the run: long enough that the first qualifying spike has recovered on any machine
 (the stored seeds' prediction interval of that step at 1e-3 ends before it)."""
 MECHANISM_SEEDS = tuple(range(16))
@@ -55,10 +55,11 @@ def mechanism_numbers(result, stages) -> dict:
             "mech_lambda_H_share": float(window["lambda_max_H"].max()) * result.config.lr / 2}
 
 
-MECHANISM_BANDS = {"mech_lead": (1, MECHANISM_STEPS), "mech_recovered": (1, MECHANISM_STEPS),
+MECHANISM_BANDS = {"mech_lead": (0, MECHANISM_STEPS), "mech_recovered": (1, MECHANISM_STEPS),
                    "mech_lambda_H_share": (0, 1)}
 """What the prose states of the numbers, asserted on every run of the page: λ_max(Ĥ) crosses
-2/η before the loss starts to rise, the spike has recovered within the run, and λ_max(H) stays
+2/η no later than the step the loss starts to rise from, the spike has recovered within the
+run, and λ_max(H) stays
 below 2/η throughout."""
 
 
