@@ -59,8 +59,7 @@ MECHANISM_BANDS = {"mech_lead": (0, MECHANISM_STEPS), "mech_recovered": (1, MECH
                    "mech_lambda_H_share": (0, 1)}
 """What the prose states of the numbers, asserted on every run of the page: λ_max(Ĥ) crosses
 2/η no later than the step the loss starts to rise from, the spike has recovered within the
-run, and λ_max(H) stays
-below 2/η throughout."""
+run, and λ_max(H) stays below 2/η throughout."""
 
 
 def mechanism_row(seed: int) -> dict:
