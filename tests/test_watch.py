@@ -255,3 +255,19 @@ def test_cached_seeds_are_recomputed_when_a_source_changes(tmp_path, monkeypatch
     monkeypatch.setattr(watch_sweep, "source_hash", lambda evaluate: "edited")
     watch_sweep.run_watch_sweep(**args)
     assert calls == [0, 0]
+
+
+def test_every_stored_verdict_is_judged_by_the_one_rule():
+    """Each of the chapter's verdicts on the stored table carries its interval and bar, and its
+    outcome is the rule's on them: a point estimate past the bar with an interval that contains
+    it is inconclusive (the monitor against chance and against 'the loss rose')."""
+    from utils.book.sweeps import load_sweep
+    from utils.studies.verdicts import INCONCLUSIVE, judge
+
+    verdicts = watch_verdicts(load_sweep("watch"))
+    sides = {"monitor_false_alarms_within_budget": "<=", "spikes_to_score": ">="}
+    for v in verdicts:
+        n = v.numbers
+        assert v.outcome == judge(n["ci_low"], n["ci_high"], n["bar"], sides.get(v.name, ">"))
+    outcome = {v.name: v.outcome for v in verdicts}
+    assert outcome["monitor_beats_chance"] == outcome["monitor_beats_loss_rose"] == INCONCLUSIVE

@@ -344,66 +344,63 @@ def watch_rows(seed: int, **settings) -> list[dict]:
 
 def watch_verdicts(table: pd.DataFrame) -> list:
     """The chapter's verdicts over the stored seeds, at K = :data:`WATCH_FACTOR` and
-    h = :data:`~utils.studies.predictors.JUDGED_HORIZON`, stated before the table was computed.
-    That no alarm at or after a spike's start counts as a hit is a property of the scoring
-    (``tests/test_watch.py``), not a verdict.
+    h = :data:`~utils.studies.predictors.JUDGED_HORIZON`, stated before the table was computed,
+    each judged by the book's one rule (:func:`~utils.studies.verdicts.judge`) on a 95 %
+    bootstrap interval over seeds (a count is exact). That no alarm at or after a spike's start
+    counts as a hit is a property of the scoring (``tests/test_watch.py``), not a verdict.
 
     ``spikes_to_score``: the seeds spiked at least 10 times in all (else the setting does not
     spike and nothing below is judged on much).
     ``monitor_beats_loss_rose``: the monitor's alarm has a higher pooled F1 than "the loss
-    rose over the last step"; false if the baseline does as well.
+    rose over the last step" (their difference above 0); does not hold if the baseline does as
+    well.
     ``monitor_beats_chance``: its pooled precision exceeds that of random alarms at its own
-    count on the measured steps; false if it were no better than its rate.
+    count on the measured steps; does not hold if it were no better than its rate.
     ``monitor_false_alarms_within_budget``: at most :data:`~utils.studies.predictors.
-    FALSE_ALARM_BUDGET` false alarms per 1,000 calm steps, the budget of chapter 6; false if
-    it floods.
+    FALSE_ALARM_BUDGET` false alarms per 1,000 calm steps, the budget of chapter 6; does not
+    hold if it floods.
     ``sustained_more_precise_than_single`` (the paper's statement for mini-batches: single
     crossings also come without a spike, the sustained rule does not): the pooled precision of
-    the sustained rule (``monitor_w3``) exceeds that of the single measurement; false if
-    sustaining the crossing removed no false alarm relative to the hits, or raised none.
+    the sustained rule (``monitor_w3``) minus that of the single measurement is above 0.
     ``eval_batch_beats_chance`` (where the table has the monitor on the fixed evaluation
-    batch): that monitor's pooled precision exceeds its chance precision; false if measuring
-    on a fixed batch, as the book's chapters do, were no better than its rate either.
+    batch): that monitor's pooled precision exceeds its chance precision.
     """
     from utils.studies.predictors import FALSE_ALARM_BUDGET
     from utils.studies.scoring import pool, pooled_difference
     from utils.studies.verdicts import Verdict
 
     rows = table[table["default"].astype(bool) & (table["horizon"] == JUDGED_HORIZON)]
-    by = {name: pool(rows[rows["signal"] == name]) for name in WATCH_SIGNALS
+    by = {name: pool(rows[rows["signal"] == name], intervals=True) for name in WATCH_SIGNALS
           if (rows["signal"] == name).any()}
     spikes = int(rows[rows["signal"] == "monitor"]["spikes"].sum())
-    f1, lo, hi = pooled_difference(table, "monitor", "loss_rose", "f1")
     m, held = by["monitor"], by.get(f"monitor_w{SUSTAIN}")
+
+    def beats_chance(name, claim, pooled):
+        return Verdict.judged(name, claim, pooled["precision"], pooled["precision_low"],
+                              pooled["precision_high"], pooled["chance_precision"], ">")
+
     out = [
-        Verdict("spikes_to_score", "the seeds have ≥ 10 spikes in all", spikes >= 10,
-                {"spikes": spikes, "seeds": int(rows["seed"].nunique())}),
-        Verdict("monitor_beats_loss_rose",
-                f"the monitor's alarm has a higher F1 than 'the loss rose' at h = "
-                f"{JUDGED_HORIZON}", f1 > 0,
-                {"f1_difference": f1, "ci95_low": lo, "ci95_high": hi}),
-        Verdict("monitor_beats_chance",
-                "the monitor's alarm is more precise than random alarms at its own count",
-                m["precision"] > m["chance_precision"],
-                {"precision": m["precision"], "chance": m["chance_precision"]}),
-        Verdict("monitor_false_alarms_within_budget",
-                f"at most {FALSE_ALARM_BUDGET:g} false alarms per 1,000 calm steps",
-                m["false_alarms_per_1000"] <= FALSE_ALARM_BUDGET,
-                {"false_alarms_per_1000": m["false_alarms_per_1000"]})]
+        Verdict.judged("spikes_to_score", "the seeds have ≥ 10 spikes in all", spikes, spikes,
+                       spikes, 10, ">=", {"seeds": int(rows["seed"].nunique())}),
+        Verdict.judged("monitor_beats_loss_rose",
+                       f"the monitor's alarm has a higher F1 than 'the loss rose' at h = "
+                       f"{JUDGED_HORIZON}", *pooled_difference(table, "monitor", "loss_rose",
+                                                              "f1"), 0.0, ">"),
+        beats_chance("monitor_beats_chance",
+                     "the monitor's alarm is more precise than random alarms at its own count", m),
+        Verdict.judged("monitor_false_alarms_within_budget",
+                       f"at most {FALSE_ALARM_BUDGET:g} false alarms per 1,000 calm steps",
+                       m["false_alarms_per_1000"], m["false_alarms_per_1000_low"],
+                       m["false_alarms_per_1000_high"], FALSE_ALARM_BUDGET, "<=")]
     if held is not None:
-        out.append(Verdict(
+        out.append(Verdict.judged(
             "sustained_more_precise_than_single",
             f"the paper's sustained rule ({SUSTAIN} measurements above 2/η) is more precise "
             "than a single measurement",
-            bool(held["precision"] > m["precision"]),
-            {"precision_sustained": held["precision"], "precision_single": m["precision"],
-             "alarms_sustained": held["alarms"], "alarms_single": m["alarms"]}))
+            *pooled_difference(table, f"monitor_w{SUSTAIN}", "monitor", "precision"), 0.0, ">",
+            {"alarms_sustained": held["alarms"], "alarms_single": m["alarms"]}))
     if "monitor_eval" in by:
-        out.append(Verdict(
-            "eval_batch_beats_chance",
-            "on a fixed evaluation batch, the monitor's alarm is more precise than random "
-            "alarms at its own count",
-            by["monitor_eval"]["precision"] > by["monitor_eval"]["chance_precision"],
-            {"precision": by["monitor_eval"]["precision"],
-             "chance": by["monitor_eval"]["chance_precision"]}))
+        out.append(beats_chance(
+            "eval_batch_beats_chance", "on a fixed evaluation batch, the monitor's alarm is more "
+            "precise than random alarms at its own count", by["monitor_eval"]))
     return out
