@@ -76,7 +76,7 @@ def row(seed, **changes):
 
 
 def test_the_statements_hold_on_runs_that_obey_the_figure_and_fail_otherwise():
-    good = pd.DataFrame([row(i) for i in range(4)])
+    good = pd.DataFrame([row(i) for i in range(16)])
     ok = {s.key: s for s in figure6_statements(good)}
     assert all(s.reproduced for s in ok.values()), {k: s.summary for k, s in ok.items()
                                                     if not s.reproduced}
@@ -85,13 +85,13 @@ def test_the_statements_hold_on_runs_that_obey_the_figure_and_fail_otherwise():
     # above 2/η; the gradient as aligned in calm phases as at the onset
     bad = pd.DataFrame([row(i, grad_steps=((155, 165), (305, 318)),
                             extra_grad=((50, 60), (220, 230)), v_rate=1.0, lam_h=2500.0,
-                            calm=0.9) for i in range(4)])
+                            calm=0.9) for i in range(16)])
     failed = {s.key for s in figure6_statements(bad) if not s.reproduced}
     assert {"6.2", "6.4a", "6.4b", "6.6"} <= failed
     verdicts = {v.name: v.passed for v in alignment_verdicts(bad)}
     assert verdicts == {"onset_alignment_large": True,
                         "beyond_calm_as_unaligned_as_chance": False}
-    late = pd.DataFrame([row(i, onset=1e-3) for i in range(4)])
+    late = pd.DataFrame([row(i, onset=1e-3) for i in range(16)])
     assert not alignment_verdicts(late)[0].passed
 
 

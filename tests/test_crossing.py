@@ -63,14 +63,14 @@ def row(seed, **changes):
 
 
 def test_the_statements_hold_on_runs_that_obey_the_figure_and_fail_otherwise():
-    good = pd.DataFrame([row(i) for i in range(4)])
+    good = pd.DataFrame([row(i) for i in range(16)])
     ok = {s.key: s for s in figure5_statements(good)}
     assert all(s.reproduced for s in ok.values()), {k: s.summary for k, s in ok.items()
                                                     if not s.reproduced}
     # λ_max(Ĥ) far ahead of the spike; λ_grad only after the start; v not decaying; λ_update
     # before λ_grad
     bad = pd.DataFrame([row(i, max_at=60, grad_at=272, update_at=250, v_rate=1.0)
-                        for i in range(4)])
+                        for i in range(16)])
     failed = {s.key for s in figure5_statements(bad) if not s.reproduced}
     assert {"5.2", "5.3a", "5.6"} <= failed
     bad_remedy = good.assign(eps_onset_rise=1e3, vclip_spikes=2)
@@ -79,8 +79,8 @@ def test_the_statements_hold_on_runs_that_obey_the_figure_and_fail_otherwise():
 
 
 def test_our_stricter_tests():
-    below = pd.DataFrame([row(i, lam_h=50.0) for i in range(4)])
-    above = pd.DataFrame([row(i) for i in range(4)])
+    below = pd.DataFrame([row(i, lam_h=50.0) for i in range(16)])
+    above = pd.DataFrame([row(i) for i in range(16)])
     assert {v.name: v.passed for v in stricter_verdicts(below)}["beyond_raw_curvature_below"]
     verdicts = {v.name: v.passed for v in stricter_verdicts(above)}
     assert not verdicts["beyond_raw_curvature_below"]

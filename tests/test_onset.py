@@ -64,15 +64,15 @@ def table(rows):
 
 
 def test_the_statements_hold_on_runs_that_obey_the_figure_and_fail_otherwise():
-    adam = table([run_result() for _ in range(4)])
-    gd = table([run_result("gd", lr=0.08) for _ in range(4)])
+    adam = table([run_result() for _ in range(16)])
+    gd = table([run_result("gd", lr=0.08) for _ in range(16)])
     ok = {s.key: s for s in figure4_statements(adam, gd)}
     assert all(s.reproduced for s in ok.values()), {k: s.summary for k, s in ok.items()}
     # spikes without λ_grad; GD spiking right at its λ_max crossing; λ_max never crossing more
     # often than spikes come
-    adam_bad = table([run_result(grad_at=(500,), max_at=(390,)) for _ in range(4)])
+    adam_bad = table([run_result(grad_at=(500,), max_at=(390,)) for _ in range(16)])
     gd_bad = table([run_result("gd", lr=0.08, max_at=(395,), grad_at=(600,))
-                    for _ in range(4)])
+                    for _ in range(16)])
     bad = {s.key: s for s in figure4_statements(adam_bad, gd_bad)}
     for key in ("4.1a", "4.2", "4.3", "4.4"):
         assert not bad[key].reproduced, key

@@ -6,7 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from utils.studies.paper import NOT_REPRODUCED, REPRODUCED, PaperStatement, paper_table
+from utils.studies.paper import NOT_REPRODUCED, PaperStatement, paper_table
+from utils.studies.verdicts import FAILS, INCONCLUSIVE
 from utils.studies.quadratic import (paper_quadratic_runs, power_law, quadratic_statements,
                                      train_quadratic, trajectory_summary, worst_lag_fraction)
 from utils.training.runs import RunConfig, run
@@ -71,12 +72,18 @@ def _statements(**kwargs):
                                                    runs["d2"])}
 
 
+def every_point_holds(s) -> bool:
+    """The statement's tolerance holds at every starting point with the event (3 points here,
+    too few for the one rule to call it reproduced: the chapter uses 16)."""
+    return len(s.with_event) > 0 and s.holding == len(s.with_event)
+
+
 def test_the_paper_statements_hold_on_its_settings():
     statements = _statements()
-    assert all(s.reproduced for s in statements.values()), [
-        (k, s.default, s.summary) for k, s in statements.items() if not s.reproduced]
+    assert all(every_point_holds(s) for s in statements.values()), [
+        (k, s.default, s.summary) for k, s in statements.items() if not every_point_holds(s)]
     table = paper_table(list(statements.values()))
-    assert set(table["verdict"]) == {REPRODUCED} and table.loc["2.1", "seeds holding"] == "2/2"
+    assert set(table["verdict"]) == {INCONCLUSIVE} and table.loc["2.1", "seeds holding"] == "2 of 2"
 
 
 def test_the_statements_fail_where_the_mechanism_is_switched_off():
@@ -85,7 +92,7 @@ def test_the_statements_fail_where_the_mechanism_is_switched_off():
     statements = _statements(eps=1e-2)
     for key in ("2.1", "2.3a", "2.4", "3.3a", "D2"):
         assert not statements[key].reproduced, key
-    assert statements["3.5"].reproduced   # "no large spike at β2 = 0.9" still holds
+    assert every_point_holds(statements["3.5"])   # "no large spike at β2 = 0.9" still holds
 
 
 def test_the_decay_statements_fail_when_v_tracks_the_gradient():
@@ -101,15 +108,21 @@ def test_the_decay_statements_fail_when_v_tracks_the_gradient():
     assert not statements["3.5"].reproduced
 
 
-def test_a_statement_is_judged_on_the_seeds_median_not_the_default_run():
-    s = PaperStatement("x", "Fig. x", "a value below 1", "value", 5.0, [0.5, 0.6, 2.0, 0.7],
+def test_a_statement_is_judged_by_the_one_rule_on_the_seeds_with_the_event():
+    """k of n over the seeds with the event (finite values), never the default run: 16 of 16
+    reproduces, 3 of 4 is inconclusive, 0 of 2 (a NaN seed left out) is not reproduced."""
+    s = PaperStatement("w", "Fig. w", "a value below 1", "value", 5.0, [0.5] * 16, "< 1",
+                       lambda x: x < 1)
+    assert s.reproduced and s.verdict().passed and s.verdict().name == "paper_w"
+    s = PaperStatement("x", "Fig. x", "a value below 1", "value", 0.5, [0.5, 0.6, 2.0, 0.7],
                        "< 1", lambda x: x < 1)
-    assert s.reproduced and s.share == 0.75
-    assert s.verdict().passed and s.verdict().name == "paper_x"
+    assert s.outcome == INCONCLUSIVE and s.share == 0.75 and not s.reproduced
+    assert paper_table([s]).loc["x", "verdict"] == INCONCLUSIVE
     s = PaperStatement("y", "Fig. y", "a value below 1", "value", 0.5, [2.0, 3.0, np.nan],
                        "< 1", lambda x: x < 1)
-    assert not s.reproduced and s.share == 0
+    assert s.outcome == FAILS and s.share == 0 and len(s.with_event) == 2
     assert paper_table([s]).loc["y", "verdict"] == NOT_REPRODUCED
+    assert s.verdict().numbers["seeds_with_event"] == 2
 
 
 @pytest.mark.parametrize("kwargs, name", [

@@ -3,14 +3,12 @@ run it under others, and the introduction's table of every judged claim (the jud
 :mod:`utils.studies.ensemble`)."""
 from __future__ import annotations
 
-import math
-
-import numpy as np
 import pandas as pd
 
 from utils.book.sweeps import CACHE_DIR, Sweep, load_sweep, run_sweep
 from utils.studies.alignment import alignment_verdicts, figure6_statements
-from utils.studies.ensemble import ENSEMBLE_SHARE, JUDGED, bootstrap_ci, ensemble_verdicts
+from utils.studies.ensemble import ENSEMBLE_SHARE, JUDGED, ensemble_verdicts
+from utils.studies.paper import WORDS
 from utils.studies.crossing import figure5_statements
 from utils.studies.crossing import stricter_verdicts as crossing_stricter
 from utils.studies.onset import figure4_statements, stricter_verdicts
@@ -46,31 +44,27 @@ def run_ensemble(chapter: str, params: dict, seeds=range(16), *, workers=None, o
 
 def ensemble_summary(share: float = ENSEMBLE_SHARE) -> pd.DataFrame:
     """Every judged claim of chapters 0-4: one row per verdict with whose test it is (the
-    paper's statement as written, or ours, beyond the paper), the seeds it is judged over, the
-    share of them in which it holds with its 95 % interval, and whether it is reproduced (the
-    introduction's table). Chapter 1 is read from its stored 16-seed sweep (a verdict is
-    reproduced when it holds in at least ``share`` of the seeds that spiked), and so are chapter
-    3's alignment tests; chapters 2, 3 and 4's statements from their stored sweeps and chapter 0's from its 16 starting points, run here
-    (seconds; the quadratic in float64 gives the same numbers on every machine), each
-    reproduced when its tolerance holds at the seeds' median."""
+    paper's statement as written, or ours, beyond the paper), k of the n seeds with the event
+    in which it holds, with the 95 % Wilson interval of k/n, and its outcome by the book's one
+    rule (the introduction's table): a share-of-seeds claim holds when that interval lies at or
+    above ``share``, does not hold when it lies below, and is inconclusive otherwise. Chapter 1
+    and chapter 3's alignment tests are read from their stored 16-seed sweeps, chapters 2, 3
+    and 4's statements from their stored sweeps, and chapter 0's from its 16 starting points,
+    run here (seconds; the quadratic in float64 gives the same numbers on every machine).
+    Chapter 4's pooled tests are judged on their bootstrap intervals."""
     rows = [_statement_row("00_counterexample", s) for s in _quadratic_statements()]
     for chapter in JUDGED:
         for v in ensemble_verdicts(load_sweep(chapter), chapter, share):
             n = v.numbers
-            name = v.name.removeprefix("ensemble_")
-            rows.append({"chapter": chapter, "verdict": name,
-                         "test": PAPERS,
-                         "seeds": f"{n['seeds_spiked']} of {n['seeds']} (spiked)",
-                         "share holding": round(n["share"], 2),
-                         "95 % interval": f"{n['share_ci_low']:.2f}–{n['share_ci_high']:.2f}",
-                         "reproduced": "yes" if v.passed else "no"})
+            rows.append(_share_row(chapter, v.name.removeprefix("ensemble_"), PAPERS,
+                                   n["holding"], n["seeds_spiked"], n["share_ci_low"],
+                                   n["share_ci_high"], v.outcome))
     figure5 = load_sweep("02_lambda_max_crossing")
     rows += [_statement_row("02_lambda_max_crossing", s) for s in figure5_statements(figure5)]
-    rows += [_stricter_row("02_lambda_max_crossing", v, len(figure5))
-             for v in crossing_stricter(figure5)]
+    rows += [_stricter_row("02_lambda_max_crossing", v) for v in crossing_stricter(figure5)]
     figure6 = load_sweep("03_gradient_alignment")
     rows += [_statement_row("03_gradient_alignment", s) for s in figure6_statements(figure6)]
-    rows += [_stricter_row("03_gradient_alignment", v, len(figure6),
+    rows += [_stricter_row("03_gradient_alignment", v,
                            PAPERS if v.name == "onset_alignment_large" else BEYOND)
              for v in alignment_verdicts(figure6)]
     table = load_sweep("04_spike_onset")
@@ -81,26 +75,31 @@ def ensemble_summary(share: float = ENSEMBLE_SHARE) -> pd.DataFrame:
     return table.set_index(["chapter", "verdict"])
 
 
-def _stricter_row(chapter: str, verdict, n_seeds: int, test: str | None = None) -> dict:
+def _share_row(chapter: str, verdict: str, test: str, k: int, n: int, low: float, high: float,
+               outcome: str) -> dict:
+    """A share-of-seeds claim as a row of :func:`ensemble_summary`."""
+    return {"chapter": chapter, "verdict": verdict, "test": test, "seeds holding": f"{k} of {n}",
+            "95 % interval": f"{low:.2f}–{high:.2f}" if n else "–",
+            "outcome": WORDS.get(outcome, outcome) if test == PAPERS else outcome}
+
+
+def _stricter_row(chapter: str, verdict, test: str | None = None) -> dict:
     """A test judged by a share of the seeds with a spike (by default one of our stricter
     tests) as a summary row."""
     n = verdict.numbers
-    return {"chapter": chapter, "verdict": verdict.name, "test": test or BEYOND,
-            "seeds": f"{n['seeds']} of {n_seeds} (spiked)", "share holding": round(n["share"], 2),
-            "95 % interval": f"{n['ci_low']:.2f}–{n['ci_high']:.2f}",
-            "reproduced": "yes" if verdict.passed else "no"}
+    return _share_row(chapter, verdict.name, test or BEYOND, n["holding"], n["seeds"],
+                      n["ci_low"], n["ci_high"], verdict.outcome)
 
 
 def _pooled_row(chapter: str, verdict, n_seeds: int) -> dict:
     """A test judged on counts pooled over every seed (the book's scoring rules) as a summary
-    row: its pooled values in place of a share of seeds."""
+    row: its pooled values and their interval in place of a share of seeds."""
     n = verdict.numbers
-    values = (f"precision {n['precision']:.2f} [{n['ci95_low']:.2f}, {n['ci95_high']:.2f}] "
-              f"vs chance {n['chance']:.2f}" if "chance" in n else
-              f"precision {n['precision_grad']:.2f} vs {n['precision_max']:.2f}")
+    values = (f"precision {n['estimate']:.2f} [{n['ci_low']:.2f}, {n['ci_high']:.2f}] "
+              f"vs {n['bar']:.2f}" if "estimate" in n else "–")
     return {"chapter": chapter, "verdict": verdict.name, "test": BEYOND,
-            "seeds": f"all {n_seeds} (pooled)", "share holding": math.nan,
-            "95 % interval": values, "reproduced": "yes" if verdict.passed else "no"}
+            "seeds holding": f"all {n_seeds} pooled", "95 % interval": values,
+            "outcome": verdict.outcome}
 
 
 PAPERS, BEYOND = "the paper's", "ours, beyond the paper"
@@ -108,13 +107,9 @@ PAPERS, BEYOND = "the paper's", "ours, beyond the paper"
 
 def _statement_row(chapter: str, statement) -> dict:
     """A :class:`~utils.studies.paper.PaperStatement` as a row of :func:`ensemble_summary`."""
-    holds = np.array([statement.holds(x) if np.isfinite(x) else False for x in statement.seeds],
-                     dtype=float)
-    point, lo, hi = bootstrap_ci(holds, np.mean)
-    return {"chapter": chapter, "verdict": f"paper_{statement.key.replace('.', '_')}",
-            "test": PAPERS, "seeds": f"{len(statement.seeds)} (judged at the median)",
-            "share holding": round(point, 2), "95 % interval": f"{lo:.2f}–{hi:.2f}",
-            "reproduced": "yes" if statement.reproduced else "no"}
+    outcome, low, high = statement.judged
+    return _share_row(chapter, f"paper_{statement.key.replace('.', '_')}", PAPERS,
+                      statement.holding, len(statement.with_event), low, high, outcome)
 
 
 def _quadratic_statements() -> list:

@@ -47,7 +47,7 @@ def mechanism_numbers(result, stages) -> dict:
     crossing (``mech_decoupled_steps``), the crossing's step, the steps from the crossing to the
     spike's start (``mech_lead``), the recovery's step, and the largest λ_max(H) over the
     stages as a share of 2/η (``mech_lambda_H_share``)."""
-    spike, (w0, decoupled, crossed, _, peak, recovered) = stages.spike, stages.bounds
+    spike, (w0, decoupled, crossed, _, _, recovered) = stages.spike, stages.bounds
     metrics = result.metrics
     window = metrics[(metrics["step"] >= w0) & (metrics["step"] <= recovered)]
     return {"mech_decoupled_steps": crossed - decoupled, "mech_crossing": crossed,

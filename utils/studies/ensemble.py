@@ -21,7 +21,7 @@ from utils.studies.claims import v_decay_verdicts
 from utils.curvature.tracker import uncertified_steps
 from utils.training.runs import find_events
 from utils.events.spikes import CROSSING_HYSTERESIS, HYSTERESES, SPIKE_FACTOR, SPIKE_FACTORS
-from utils.studies.verdicts import Verdict
+from utils.studies.verdicts import HOLDS, Verdict, judge_share
 from utils.validation import check_number
 
 ENSEMBLE_SHARE = 0.75
@@ -110,12 +110,16 @@ def bootstrap_ci(values, statistic=np.median, level: float = 0.95,
 
 def share_verdict(name: str, claim: str, holds: pd.Series,
                   share: float = ENSEMBLE_SHARE) -> Verdict:
-    """A test over the seeds with a spike: ``holds`` is one boolean per such seed; the verdict
-    passes when it holds in at least ``share`` of them (numbers: the share with its 95 %
-    bootstrap interval, and the seeds). No seed: fails."""
-    point, low, high = bootstrap_ci(np.asarray(holds, dtype=float), np.mean)
-    return Verdict(name, claim, bool(len(holds)) and point >= share,
-                   {"share": point, "ci_low": low, "ci_high": high, "seeds": len(holds)})
+    """A test over the seeds with a spike: ``holds`` is one boolean per such seed, and the
+    claim is that it holds in at least ``share`` of them, judged by the book's one rule on the
+    95 % Wilson interval of k of n (:func:`~utils.studies.verdicts.judge_share`). Numbers: the
+    share with its interval, ``holding`` (k), ``seeds`` (n) and the ``bar``. No seed:
+    inconclusive."""
+    k, n = int(np.sum(np.asarray(holds, dtype=float))), len(holds)
+    outcome, low, high = judge_share(k, n, share)
+    return Verdict(name, claim, outcome == HOLDS,
+                   {"share": k / n if n else math.nan, "ci_low": low, "ci_high": high,
+                    "holding": k, "seeds": n, "bar": share}, outcome)
 
 
 def share_holding(table: pd.DataFrame, column: str, spiked: str = "n_spikes") -> pd.Series:
@@ -127,20 +131,21 @@ def share_holding(table: pd.DataFrame, column: str, spiked: str = "n_spikes") ->
 
 def ensemble_verdicts(table: pd.DataFrame, chapter: str,
                       share: float = ENSEMBLE_SHARE) -> list[Verdict]:
-    """For each judged verdict of ``chapter``: holds in at least ``share`` of the seeds that
-    spiked; numbers: seeds, seeds that spiked, the share holding with its 95 % bootstrap
-    interval. If the claim held only in the one run a chapter shows, the share would be low and
-    this fails."""
+    """For each judged verdict of ``chapter``: it holds in at least ``share`` of the seeds that
+    spiked, judged by the one rule on k of n (:func:`share_verdict`); numbers: seeds, seeds that
+    spiked, the share holding with its 95 % Wilson interval. If the claim held only in the one
+    run a chapter shows, the share would be low and this does not hold."""
     out = []
     n_spiked = int((table["n_spikes"] > 0).sum())
     for name in JUDGED[chapter]:
-        held = share_holding(table, name)
-        point, lo, hi = bootstrap_ci(held, np.mean)
-        out.append(Verdict(f"ensemble_{name}",
-                           f"{name} holds in ≥ {share:.0%} of the seeds that spiked",
-                           n_spiked > 0 and point >= share,
-                           {"seeds": len(table), "seeds_spiked": n_spiked, "share": point,
-                            "share_ci_low": lo, "share_ci_high": hi}))
+        v = share_verdict(f"ensemble_{name}",
+                          f"{name} holds in ≥ {share:.0%} of the seeds that spiked",
+                          share_holding(table, name), share)
+        out.append(Verdict(v.name, v.claim, v.passed,
+                           {"seeds": len(table), "seeds_spiked": n_spiked,
+                            "share": v.numbers["share"], "share_ci_low": v.numbers["ci_low"],
+                            "share_ci_high": v.numbers["ci_high"],
+                            "holding": v.numbers["holding"], "bar": share}, v.outcome))
     return out
 
 
@@ -182,7 +187,7 @@ def glue_ensemble(verdicts: list[Verdict], pooled: pd.DataFrame | None = None) -
     read from the stored table, so nbval compares them exactly): ``n_seeds``, ``seeds_spiked``,
     ``share_<verdict>`` with ``_lo`` and ``_hi`` (its 95 % interval), and for each pooled
     quantity ``ens_<quantity>`` with ``_lo``, ``_hi`` and ``_seeds`` (the prefix keeps them
-    apart from the single run's numbers on the same page)."""
+    apart from the single run's numbers on the same page), and ``holding_<verdict>`` (k)."""
     from myst_nb import glue
 
     def r3(x):
@@ -194,6 +199,7 @@ def glue_ensemble(verdicts: list[Verdict], pooled: pd.DataFrame | None = None) -
         glue("ensemble_share", ENSEMBLE_SHARE, display=False)
     for v in verdicts:
         name = v.name.removeprefix("ensemble_")
+        glue(f"holding_{name}", v.numbers.get("holding", "–"), display=False)
         glue(f"share_{name}", r3(v.numbers["share"]), display=False)
         glue(f"share_{name}_lo", r3(v.numbers["share_ci_low"]), display=False)
         glue(f"share_{name}_hi", r3(v.numbers["share_ci_high"]), display=False)

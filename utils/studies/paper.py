@@ -5,8 +5,12 @@ makes about that figure (:class:`PaperStatement`), each with
 
 * the quantity behind it, measured on our default run and on each seed of our ensemble;
 * a tolerance, written in the chapter before the run, as a predicate on that quantity;
-* a verdict: *reproduced* when the tolerance holds at the seeds' median, *not reproduced*
-  otherwise; the share of seeds where it holds is shown beside it.
+* a verdict by the book's one rule (:func:`~utils.studies.verdicts.judge_share`): the
+  statement is a share-of-seeds claim, k of n, n being the seeds with the event (a finite
+  value), that the tolerance holds in at least :data:`~utils.studies.ensemble.ENSEMBLE_SHARE`
+  of them; *reproduced* when the 95 % Wilson interval of k/n lies at or above that share,
+  *not reproduced* when it lies below, *inconclusive* otherwise. The seeds' median with its
+  interval is shown beside it.
 
 A number that depends on the initialisation (an epoch) is compared as the quantity behind it
 (a lag, a duration), never as the same epoch. The verdict is decided on the ensemble, not on the
@@ -21,10 +25,12 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from utils.studies.ensemble import bootstrap_ci
-from utils.studies.verdicts import Verdict
+from utils.studies.ensemble import ENSEMBLE_SHARE, bootstrap_ci
+from utils.studies.verdicts import FAILS, HOLDS, INCONCLUSIVE, Verdict, judge_share
 
 REPRODUCED, NOT_REPRODUCED = "reproduced", "not reproduced"
+WORDS = {HOLDS: REPRODUCED, FAILS: NOT_REPRODUCED, INCONCLUSIVE: INCONCLUSIVE}
+"""The one rule's outcomes in the words of a paper statement."""
 
 
 @dataclass
@@ -58,14 +64,34 @@ class PaperStatement:
         return bootstrap_ci(self.seeds)
 
     @property
+    def with_event(self) -> np.ndarray:
+        """The seeds' values where the seed has the event (finite)."""
+        return self.seeds[np.isfinite(self.seeds)]
+
+    @property
+    def holding(self) -> int:
+        """k: the seeds with the event where the tolerance holds."""
+        return int(sum(self._holds(x) for x in self.with_event))
+
+    @property
     def share(self) -> float:
-        """The share of seeds where the tolerance holds (a seed without the event fails it)."""
-        return float(np.mean([self._holds(x) for x in self.seeds])) if len(self.seeds) else math.nan
+        """k/n over the seeds with the event (NaN without one)."""
+        n = len(self.with_event)
+        return self.holding / n if n else math.nan
+
+    @property
+    def judged(self) -> tuple[str, float, float]:
+        """(outcome, low, high): k of n against :data:`ENSEMBLE_SHARE` by the one rule."""
+        return judge_share(self.holding, len(self.with_event), ENSEMBLE_SHARE)
+
+    @property
+    def outcome(self) -> str:
+        return self.judged[0]
 
     @property
     def reproduced(self) -> bool:
-        """Whether the tolerance holds at the seeds' median."""
-        return self._holds(self.summary[0])
+        """Whether the statement is reproduced (its outcome holds)."""
+        return self.outcome == HOLDS
 
     def _holds(self, x: float) -> bool:
         return bool(math.isfinite(x) and self.holds(x))
@@ -73,10 +99,14 @@ class PaperStatement:
     def verdict(self) -> Verdict:
         """The statement as a :class:`~utils.studies.verdicts.Verdict` named ``paper_<key>``."""
         median, low, high = self.summary
+        outcome, share_low, share_high = self.judged
         return Verdict(f"paper_{self.key.replace('.', '_')}",
-                       f"(the paper, {self.figure}) {self.statement}", self.reproduced,
+                       f"(the paper, {self.figure}) {self.statement}", outcome == HOLDS,
                        {"default": self.default, "median": median, "ci_low": low,
-                        "ci_high": high, "share_holding": self.share, **self.numbers})
+                        "ci_high": high, "share_holding": self.share, "holding": self.holding,
+                        "seeds_with_event": len(self.with_event), "share_ci_low": share_low,
+                        "share_ci_high": share_high, "bar": ENSEMBLE_SHARE, **self.numbers},
+                       outcome)
 
 
 def seed_value(table: pd.DataFrame, column: str, seed: int) -> float:
@@ -111,8 +141,8 @@ def _fmt(x: float, digits: int) -> str:
 
 def paper_table(statements: list[PaperStatement]) -> pd.DataFrame:
     """One row per statement: the paper's text, the quantity, our default run, our seeds'
-    median with its 95 % interval, the share of seeds where the tolerance holds, the
-    tolerance, and the verdict. Numbers are rounded to each statement's digits so that the
+    median with its 95 % interval, k of n seeds with the event where the tolerance holds, the
+    tolerance, and the verdict (reproduced, not reproduced or inconclusive). Numbers are rounded to each statement's digits so that the
     table reads the same on another machine's ensemble of the same quantities."""
     rows = []
     for s in statements:
@@ -123,8 +153,8 @@ def paper_table(statements: list[PaperStatement]) -> pd.DataFrame:
             "our default run": _fmt(s.default, s.digits),
             "our seeds: median [95 % CI]": (f"{_fmt(median, s.digits)} "
                                            f"[{_fmt(low, s.digits)}, {_fmt(high, s.digits)}]"),
-            "seeds holding": f"{int(round(s.share * len(s.seeds)))}/{len(s.seeds)}",
+            "seeds holding": f"{s.holding} of {len(s.with_event)}",
             "tolerance (fixed before the run)": s.tolerance,
-            "verdict": REPRODUCED if s.reproduced else NOT_REPRODUCED,
+            "verdict": WORDS[s.outcome],
         })
     return pd.DataFrame(rows).set_index("#")
