@@ -18,8 +18,8 @@ import math
 from dataclasses import dataclass, field
 
 import pandas as pd
-from scipy.stats import binomtest
 
+from utils.studies.scoring import wilson_interval
 
 HOLDS, FAILS, INCONCLUSIVE = "holds", "does not hold", "inconclusive"
 OUTCOMES = (HOLDS, FAILS, INCONCLUSIVE)
@@ -50,8 +50,8 @@ def judge_share(k: int, n: int, threshold: float) -> tuple[str, float, float]:
     inconclusive)."""
     if not n:
         return INCONCLUSIVE, math.nan, math.nan
-    ci = binomtest(int(k), int(n)).proportion_ci(confidence_level=0.95, method="wilson")
-    return judge(ci.low, ci.high, threshold, ">="), float(ci.low), float(ci.high)
+    low, high = wilson_interval(k, n)
+    return judge(low, high, threshold, ">="), low, high
 
 
 @dataclass
