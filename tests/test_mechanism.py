@@ -1,12 +1,11 @@
 """The introduction's measured spike: what its page asserts on a chaotic run holds on another
 machine with a stated probability, judged against the stored seeds of the same run."""
 import numpy as np
-import pandas as pd
 import pytest
 
-from utils.book.mechanism import (MECHANISM_BANDS, MECHANISM_FILE, MECHANISM_SEEDS,
+from utils.book.mechanism import (MECHANISM_BANDS, MECHANISM_SEEDS, MECHANISM_TABLE,
                                   MECHANISM_STEPS, mechanism_config, mechanism_numbers)
-from utils.book.sweeps import PROVENANCE_COLUMNS
+from utils.book.sweeps import PROVENANCE_COLUMNS, load_sweep
 from utils.events.stages import spike_stages
 from utils.studies.ensemble import RECOMPUTE_FALSE_FAILURE, prediction_interval
 from utils.training.runs import run
@@ -14,7 +13,7 @@ from utils.training.runs import run
 
 @pytest.fixture(scope="module")
 def stored():
-    return pd.read_csv(MECHANISM_FILE)
+    return load_sweep(MECHANISM_TABLE)
 
 
 def test_every_stored_seed_has_a_qualifying_spike_and_provenance(stored):

@@ -199,8 +199,12 @@ RECOMPUTED = {"loss": "loss_at_recompute", "eval_loss": "eval_loss_at_recompute"
 def recompute_at_step_200(**settings) -> dict:
     """Seed 0 trained here up to RECOMPUTE_STEP under ``settings`` (chapter 9's otherwise), the
     monitor on the step's own batches: its training and evaluation losses at that step."""
-    torch.set_num_threads(2)
-    run = train_watched(0, progress=False, steps=watch.RECOMPUTE_STEP, **settings)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)       # as stored; restored for the worker's next tests
+    try:
+        run = train_watched(0, progress=False, steps=watch.RECOMPUTE_STEP, **settings)
+    finally:
+        torch.set_num_threads(threads)
     row = run.tables["batch"].set_index("step").loc[watch.RECOMPUTE_STEP]
     return {name: float(row[name]) for name in RECOMPUTED}
 

@@ -27,7 +27,10 @@ MECHANISM_STEPS = 5000
 """Steps of the run: long enough that the first qualifying spike has recovered on any machine
 (the stored seeds' prediction interval of that step at 1e-3 ends before it)."""
 MECHANISM_SEEDS = tuple(range(16))
-MECHANISM_FILE = SWEEP_DIR / "mechanism.csv.gz"
+MECHANISM_TABLE = "mechanism"
+"""The stored seeds' table, ``data/sweeps/mechanism.csv.gz`` (read with
+:func:`~utils.book.sweeps.load_sweep`)."""
+MECHANISM_FILE = SWEEP_DIR / f"{MECHANISM_TABLE}.csv.gz"
 
 
 def mechanism_config(seed: int = 0, progress: bool = True) -> RunConfig:

@@ -141,11 +141,11 @@ def ensemble_verdicts(table: pd.DataFrame, chapter: str,
         v = share_verdict(f"ensemble_{name}",
                           f"{name} holds in ≥ {share:.0%} of the seeds that spiked",
                           share_holding(table, name), share)
-        out.append(Verdict(v.name, v.claim, v.passed,
-                           {"seeds": len(table), "seeds_spiked": n_spiked,
-                            "share": v.numbers["share"], "share_ci_low": v.numbers["ci_low"],
-                            "share_ci_high": v.numbers["ci_high"],
-                            "holding": v.numbers["holding"], "bar": share}, v.outcome))
+        n = v.numbers
+        out.append(replace(v, numbers={"seeds": len(table), "seeds_spiked": n_spiked,
+                                       "share": n["share"], "share_ci_low": n["ci_low"],
+                                       "share_ci_high": n["ci_high"], "holding": n["holding"],
+                                       "bar": share}))
     return out
 
 

@@ -119,15 +119,24 @@ def scored_counts(result) -> dict:
     return out
 
 
+def scored_rows(table: pd.DataFrame, signal: str, variant: str = "book") -> pd.DataFrame:
+    """The seeds' :func:`scored_counts` for ``signal`` under ``variant`` as rows of the book's
+    scoring tables (one per seed, with ``signal``, ``seed``, ``default`` and ``horizon``), as
+    :func:`~utils.studies.scoring.pool` and :func:`~utils.studies.scoring.pooled_difference`
+    take them."""
+    key = f"{signal}_{variant}"
+    rows = pd.DataFrame({c: table[f"{key}_{c}"].to_numpy() for c in COUNTS})
+    rows["leads"] = table[f"{key}_leads"].to_numpy()
+    rows["steps"] = table["n_steps"].to_numpy() if "n_steps" in table else 0
+    return rows.assign(signal=signal, seed=table["seed"].to_numpy(), architecture="fig4",
+                       setting="full batch", default=True, horizon=JUDGED_HORIZON)
+
+
 def pooled_counts(table: pd.DataFrame, signal: str, variant: str = "book",
                   intervals: bool = False) -> dict:
     """:func:`~utils.studies.scoring.pool` of the seeds' :func:`scored_counts` for ``signal``
     under ``variant``: the book's pooled precision, recall and matched-chance precision."""
-    key = f"{signal}_{variant}"
-    rows = pd.DataFrame({c: table[f"{key}_{c}"] for c in COUNTS})
-    rows["leads"] = table[f"{key}_leads"]
-    rows["steps"] = table["n_steps"] if "n_steps" in table else 0
-    return pool(rows, intervals=intervals)
+    return pool(scored_rows(table, signal, variant), intervals=intervals)
 
 
 def onset_summary(result) -> dict:
@@ -236,19 +245,6 @@ def forms_table(adam):
     return pd.DataFrame(out).T.round(3)
 
 
-def scored_rows(table: pd.DataFrame, signal: str, variant: str = "book") -> pd.DataFrame:
-    """The seeds' :func:`scored_counts` for ``signal`` under ``variant`` as rows of the book's
-    scoring tables (one per seed, with ``signal``, ``seed``, ``default`` and ``horizon``), as
-    :func:`~utils.studies.scoring.pool` and :func:`~utils.studies.scoring.pooled_difference`
-    take them."""
-    key = f"{signal}_{variant}"
-    rows = pd.DataFrame({c: table[f"{key}_{c}"].to_numpy() for c in COUNTS})
-    rows["leads"] = table[f"{key}_leads"].to_numpy()
-    rows["steps"] = table["n_steps"].to_numpy() if "n_steps" in table else 0
-    return rows.assign(signal=signal, seed=table["seed"].to_numpy(), architecture="fig4",
-                       setting="full batch", default=True, horizon=JUDGED_HORIZON)
-
-
 def stricter_verdicts(adam) -> list[Verdict]:
     """Our tests beyond the paper, on Adam's stored seeds, scored by the book's one set of rules
     (:func:`pooled_counts`, the ``book`` rule: counts pooled over every seed) and judged by the
@@ -257,9 +253,10 @@ def stricter_verdicts(adam) -> list[Verdict]:
     more precise than λ_max(Ĥ) > 2/η (``beyond_grad_more_precise``: their paired difference
     above 0). If λ_grad(Ĥ) carried no information about the spikes, its precision would sit at
     chance and neither would hold."""
-    grad = pooled_counts(adam, "lambda_grad", intervals=True)
-    rows = pd.concat([scored_rows(adam, "lambda_grad"), scored_rows(adam, "lambda_max")])
-    difference = pooled_difference(rows, "lambda_grad", "lambda_max", "precision")
+    grad_rows, max_rows = scored_rows(adam, "lambda_grad"), scored_rows(adam, "lambda_max")
+    grad = pool(grad_rows, intervals=True)
+    difference = pooled_difference(pd.concat([grad_rows, max_rows]), "lambda_grad",
+                                   "lambda_max", "precision")
     return [Verdict.judged("beyond_grad_beats_chance", "(ours, beyond the paper) λ_grad(Ĥ) > "
                            "2/η is more precise than random alarms at its own count, pooled "
                            "over seeds", grad["precision"], grad["precision_low"],
@@ -268,7 +265,7 @@ def stricter_verdicts(adam) -> list[Verdict]:
                            "2/η is more precise than λ_max(Ĥ) > 2/η, pooled over seeds",
                            *difference, 0.0, ">",
                            {"precision_grad": grad["precision"],
-                            "precision_max": pool(scored_rows(adam, "lambda_max"))["precision"]})]
+                            "precision_max": pool(max_rows)["precision"]})]
 
 
 def decomposition(adam) -> pd.DataFrame:

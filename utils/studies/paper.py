@@ -142,8 +142,9 @@ def _fmt(x: float, digits: int) -> str:
 def paper_table(statements: list[PaperStatement]) -> pd.DataFrame:
     """One row per statement: the paper's text, the quantity, our default run, our seeds'
     median with its 95 % interval, k of n seeds with the event where the tolerance holds, the
-    tolerance, and the verdict (reproduced, not reproduced or inconclusive). Numbers are rounded to each statement's digits so that the
-    table reads the same on another machine's ensemble of the same quantities."""
+    tolerance, and the verdict (reproduced, not reproduced or inconclusive). Numbers are
+    rounded to each statement's digits so that the table reads the same on another machine's
+    ensemble of the same quantities."""
     rows = []
     for s in statements:
         median, low, high = s.summary

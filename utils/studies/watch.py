@@ -370,8 +370,9 @@ def watch_verdicts(table: pd.DataFrame) -> list:
     from utils.studies.verdicts import Verdict
 
     rows = table[table["default"].astype(bool) & (table["horizon"] == JUDGED_HORIZON)]
-    by = {name: pool(rows[rows["signal"] == name], intervals=True) for name in WATCH_SIGNALS
-          if (rows["signal"] == name).any()}
+    judged_on_intervals = ("monitor", "monitor_eval")   # the rest are read as points
+    by = {name: pool(rows[rows["signal"] == name], intervals=name in judged_on_intervals)
+          for name in WATCH_SIGNALS if (rows["signal"] == name).any()}
     spikes = int(rows[rows["signal"] == "monitor"]["spikes"].sum())
     m, held = by["monitor"], by.get(f"monitor_w{SUSTAIN}")
 
